@@ -1,0 +1,106 @@
+"""The 42-node tree of SMPLR and the features the SMPLR nets read.
+
+Nodes: 0 is the SMPL root (pelvis, the origin of every target), 1..23 are the
+other SMPL joints in SMPL's order, 24..41 are the 18 surface landmarks (one
+SMPL vertex each). A bone is (PARENTS[i], i) for i = 1..41. The 41 points a
+network predicts are nodes 1..41, root-relative, in metres.
+
+`bone_features` and `normal_features` are the single definition of the SMPLR
+inputs; they accept NumPy arrays or TensorFlow tensors (they are written with
+`keras.ops`) and return backend tensors, so the TF graph and the NumPy data
+preparation use exactly the same maths (`np.asarray(...)` the result there).
+"""
+import numpy as np
+from keras import ops
+
+NUM_JOINTS = 24
+NUM_LANDMARKS = 18
+NUM_POINTS = 41  # SMPL joints 1..23 + 18 landmarks
+NUM_NODES = 42   # the root + the 41 points
+
+SMPL_JOINT_NAMES = (
+    "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee",
+    "spine2", "left_ankle", "right_ankle", "spine3", "left_foot", "right_foot",
+    "neck", "left_collar", "right_collar", "head", "left_shoulder",
+    "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+    "left_hand", "right_hand")
+
+#: SMPL's own kinematic tree (parent of each of the 24 joints, -1 for the root).
+SMPL_PARENTS = np.array([-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8,
+                         9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21])
+
+LANDMARK_NAMES = (
+    "breast_left", "breast_right", "belly", "right_hip", "left_hip",
+    "right_upper_leg_front", "left_upper_leg_front", "right_upper_leg_back",
+    "left_upper_leg_back", "left_foot", "right_foot", "left_hand",
+    "left_biceps", "left_triceps", "right_biceps", "right_triceps",
+    "right_hand", "top_of_head")
+
+#: The landmarks' vertex ids on the official SMPL mesh (6890 vertices), SPEC order.
+SMPL_LANDMARK_VERTEX_IDS = np.array([3042, 4428, 3503, 4311, 822, 4361, 877, 4386, 898,
+                                     3222, 6620, 2544, 2820, 1258, 4116, 5365, 5989, 331])
+SMPL_NUM_VERTICES = 6890
+
+#: Parent of each of the 42 nodes (-1 for the root).
+PARENTS = np.concatenate([
+    SMPL_PARENTS,
+    [9, 9, 0, 0, 0, 2, 1, 29, 30, 10, 11, 22, 16, 36, 17, 38, 23, 15]]).astype(np.int64)
+
+#: End nodes of the bones that make up each limb map of the SHN, in SPEC's
+#: order: right arm, left arm, right leg, left leg.
+LIMB_END_NODES = ((17, 19, 21, 23), (16, 18, 20, 22), (5, 8, 11), (4, 7, 10))
+
+#: The original's bone lengths (metres) on the SMPL template, nodes 0..41.
+SPEC_BONE_TEMPLATE = np.array([
+    0.0, 0.1148, 0.1127, 0.1056, 0.3656, 0.3725, 0.1277, 0.3860, 0.3862, 0.0565, 0.1289, 0.1286,
+    0.2141, 0.1446, 0.1451, 0.0801, 0.0913, 0.0955, 0.2530, 0.2472, 0.2382, 0.2454, 0.0813, 0.0814,
+    0.1461, 0.1390, 0.1461, 0.1800, 0.1817, 0.1639, 0.1663, 0.1886, 0.1877, 0.0672, 0.0666, 0.0772,
+    0.1203, 0.0927, 0.1423, 0.0912, 0.0814, 0.1187], dtype=np.float32)
+
+
+def rest_points(model):
+    """The 41 root-relative points (41, 3) of a body model in its rest pose, betas 0.
+
+    `model` is an `smpl.SMPLModel`; joints come from its J_regressor, landmarks
+    are its `landmark_ids` vertices; metres, the model's own axes.
+    """
+    joints = model.J_regressor.astype(np.float64) @ model.v_template.astype(np.float64)
+    landmarks = model.v_template[model.landmark_ids].astype(np.float64)
+    return np.concatenate([joints[1:], landmarks]) - joints[0]
+
+
+def bone_template(model_f, model_m):
+    """Bone lengths (42,) float32 in metres of a body model: the mean of the
+    female and male rest-pose bone lengths (node 0 holds 0), the reference the
+    SMPLR shape net's bone features are measured against."""
+    lengths = [np.linalg.norm(_bone_vectors_np(rest_points(m)), axis=-1) for m in (model_f, model_m)]
+    return np.concatenate([[0.0], np.mean(lengths, axis=0)]).astype(np.float32)
+
+
+def _bone_vectors_np(points):
+    with_root = np.concatenate([np.zeros((1, 3)), points])
+    return with_root[1:] - with_root[PARENTS[1:]]
+
+
+def bone_vectors(points):
+    """Bone vectors P[i] - P[parent(i)] (B, 41, 3) from points (B, 41, 3) in metres."""
+    points = ops.convert_to_tensor(points, dtype="float32")
+    root = ops.zeros_like(points[:, :1])
+    with_root = ops.concatenate([root, points], axis=1)
+    return points - ops.take(with_root, PARENTS[1:], axis=1)
+
+
+def bone_features(points, template):
+    """Shape-net input (B, 41): bone lengths minus the template's, metres.
+
+    points: (B, 41, 3) root-relative; template: (42,) from `bone_template`.
+    """
+    lengths = ops.norm(bone_vectors(points), axis=-1)
+    return lengths - ops.convert_to_tensor(np.asarray(template)[1:], dtype="float32")
+
+
+def normal_features(points, eps=1e-8):
+    """Pose-net input (B, 123): unit bone directions, flattened x, y, z per bone."""
+    vectors = bone_vectors(points)
+    lengths = ops.norm(vectors, axis=-1, keepdims=True)
+    return ops.reshape(vectors / ops.maximum(lengths, eps), (-1, 3 * NUM_POINTS))
