@@ -96,7 +96,7 @@ def bone_features(points, template):
     points: (B, 41, 3) root-relative; template: (42,) from `bone_template`.
     """
     lengths = ops.norm(bone_vectors(points), axis=-1)
-    return lengths - ops.convert_to_tensor(np.asarray(template)[1:], dtype="float32")
+    return lengths - ops.convert_to_tensor(template, dtype="float32")[1:]
 
 
 def normal_features(points, eps=1e-8):
