@@ -1,0 +1,28 @@
+"""Training and evaluation of the SMPLR stages (SPEC "SHN", "DAE", "SMPLR").
+
+One module per idea, and nothing here imports TensorFlow at package import
+time, so that :mod:`training.device` can choose the visible GPU before
+TensorFlow starts:
+
+- ``device``       GPU_ID -> CUDA_VISIBLE_DEVICES, memory growth, mixed precision
+- ``config``       stage settings with the SPEC defaults, ``--quick`` scaling
+- ``schedules``    per-epoch learning rate and steps per epoch
+- ``checkpoints``  ``tmp/checkpoints/NAME/{best,latest}`` with atomic writes
+- ``metrics``      errors in mm (joints, landmarks, all, SPEC groups), degrees
+- ``summaries``    TensorBoard event files (scalars, images)
+- ``shn_loop``     the SHN training loop
+- ``smplr_loop``   the DAE / shape / pose / shape+pose training loop
+- ``evaluate``     image -> SHN -> DAE -> SMPLR -> SMPL evaluation (``test.py``)
+- ``cli``          ``python -m training KIND GPU_ID ...``
+"""
+
+#: Kinds of stage, in the order of the original ``train_all.py``.
+STAGE_KINDS = ("shn", "dae", "shape", "pose", "shapepose")
+
+
+class TrainingError(Exception):
+    """A user-facing problem (bad option, missing checkpoint, existing name).
+
+    Command-line entry points print its message as one line and exit with
+    status 2 instead of a traceback.
+    """

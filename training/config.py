@@ -1,0 +1,174 @@
+"""Settings of every training stage, in one place.
+
+``stage_config(kind, **overrides)`` returns a :class:`StageConfig` holding the
+original's settings (SPEC "SHN", "DAE", "SMPLR"), with ``quick=True`` scaled
+down (fewer epochs and steps, same architectures and code path) so that the
+whole chain runs in minutes on a CPU. Command-line options only override
+fields of this dataclass.
+"""
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Tuple
+
+from training import STAGE_KINDS, TrainingError
+from training.schedules import SHN_LR_CENTRE, SMPLR_LR_CENTRE
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+#: Default frames root (with train.txt / val.txt in it).
+DEFAULT_DATA = REPO_ROOT / "Data" / "frames"
+#: Default root of checkpoints/, logs/ and results/.
+DEFAULT_TMP = REPO_ROOT / "tmp"
+
+#: Checkpoint names used by ``train_all.py`` (as the original: the fine-tuned
+#: shape+pose model is called "smplr" and is what ``test.py`` loads).
+DEFAULT_NAMES = {"shn": "shn", "dae": "dae", "shape": "shape", "pose": "pose",
+                 "shapepose": "smplr"}
+
+#: SHN augmentation modes of the original ``train_shn.py``.
+AUGMENTATION_MODES = {0: "none", 1: "standard (rotation, colour, flip)",
+                      2: "synthetic occlusion (VOC occluders / backgrounds)",
+                      3: "standard + occlusion"}
+
+
+@dataclass
+class StageConfig:
+    """Everything one training stage needs. Units: learning rates per step,
+    sizes in samples; paths absolute after :func:`resolve_paths`."""
+    kind: str                       # one of STAGE_KINDS
+    name: str                       # checkpoint and log name (tmp/checkpoints/NAME)
+    epochs: int                     # epochs to train (200; shapepose 30)
+    batch_size: int                 # 6 (SHN) or 256 (SMPLR)
+    lr0: float                      # initial learning rate
+    lr_centre: float                # sigmoid centre of the schedule (10 SHN, 4 SMPLR)
+    steps_growth: Optional[int]     # SHN: at most growth*(epoch+1) steps per epoch
+    max_steps: Optional[int]        # SMPLR: at most this many batches per epoch; SHN: --steps cap
+    val_steps: Optional[int] = None  # cap on validation batches (None: whole list)
+    data: Path = DEFAULT_DATA
+    train_list: str = "train.txt"
+    val_list: str = "val.txt"
+    tmp: Path = DEFAULT_TMP
+    augmentation: int = 3           # SHN: 0..3 (AUGMENTATION_MODES); SMPLR: 0 = no input noise
+    voc: Optional[Path] = None      # Pascal VOC 2012 root for augmentation 2/3
+    smpl_dir: Optional[Path] = None  # folder with the SMPL model files (default: smpl.find_models)
+    seed: int = 0
+    finetune: Tuple[str, ...] = ()  # checkpoint names to start from
+    resume: bool = False
+    overwrite: bool = False
+    mixed_precision: bool = False
+    synthetic: int = 0              # SMPLR: extra synthetic bodies added to the training arrays
+    num_stacks: int = 5             # SHN stacks (SPEC: 5)
+    num_features: int = 256         # SHN features (SPEC: 256)
+    log_images: int = 4             # images written to TensorBoard per validation
+    quick: bool = False
+    exit_after_epoch: Optional[int] = None  # test hook: os._exit(3) after saving this epoch
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def checkpoint_dir(self):
+        return Path(self.tmp) / "checkpoints" / self.name
+
+    @property
+    def log_dir(self):
+        return Path(self.tmp) / "logs" / self.name
+
+    def to_json(self):
+        """JSON-friendly dict (paths as strings)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = str(value) if isinstance(value, Path) else (
+                list(value) if isinstance(value, tuple) else value)
+        return out
+
+
+def _spec_defaults(kind):
+    """The original's settings of one stage kind."""
+    if kind == "shn":
+        return dict(epochs=200, batch_size=6, lr0=0.01, lr_centre=SHN_LR_CENTRE,
+                    steps_growth=500, max_steps=None, augmentation=3)
+    common = dict(epochs=200, batch_size=256, lr0=0.01, lr_centre=SMPLR_LR_CENTRE,
+                  steps_growth=None, max_steps=400, augmentation=1)
+    if kind == "shapepose":
+        common.update(epochs=30, lr0=1e-4, finetune=("shape", "pose"))
+    return common
+
+
+#: What ``--quick`` changes (architectures untouched). Measured on 2 CPU cores
+#: (see the README / bench): a full-size SHN step at batch 6 takes seconds, so
+#: the SHN gets a handful of steps; the SMPLR stages are cheap MLPs.
+QUICK = {
+    "shn": dict(epochs=1, max_steps=2, val_steps=2, batch_size=2),
+    "dae": dict(epochs=3, max_steps=20),
+    "shape": dict(epochs=3, max_steps=20),
+    "pose": dict(epochs=3, max_steps=20),
+    "shapepose": dict(epochs=2, max_steps=5, val_steps=2),
+}
+
+
+def stage_config(kind, quick=False, **overrides):
+    """A :class:`StageConfig` for ``kind`` with SPEC defaults.
+
+    ``quick`` applies :data:`QUICK`; then every keyword whose value is not None
+    overrides the field of that name (so command-line options win).
+    """
+    if kind not in STAGE_KINDS:
+        raise TrainingError(f"unknown stage {kind!r}; expected one of {', '.join(STAGE_KINDS)}")
+    values = dict(kind=kind, name=DEFAULT_NAMES[kind], quick=quick)
+    values.update(_spec_defaults(kind))
+    if quick:
+        values.update(QUICK[kind])
+    names = {f.name for f in dataclasses.fields(StageConfig)}
+    for key, value in overrides.items():
+        if key not in names:
+            raise TrainingError(f"unknown setting {key!r} for stage {kind}")
+        if value is not None:
+            values[key] = value
+    config = StageConfig(**values)
+    validate(config)
+    return config
+
+
+def validate(config):
+    """Raise TrainingError (one line, naming the value) for impossible settings."""
+    for key in ("epochs", "batch_size"):
+        if getattr(config, key) < 1:
+            raise TrainingError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(config, key)}")
+    for key in ("max_steps", "val_steps", "steps_growth"):
+        value = getattr(config, key)
+        if value is not None and value < 1:
+            raise TrainingError(f"{key} must be >= 1, got {value}")
+    if config.lr0 <= 0:
+        raise TrainingError(f"--lr must be > 0, got {config.lr0}")
+    if config.kind == "shn" and config.augmentation not in AUGMENTATION_MODES:
+        raise TrainingError(f"--augmentation must be one of {sorted(AUGMENTATION_MODES)} "
+                            f"for the SHN, got {config.augmentation}")
+    if config.resume and config.overwrite:
+        raise TrainingError("--resume and --overwrite exclude each other")
+    if not config.name or "/" in config.name or config.name.startswith("."):
+        raise TrainingError(f"--name must be a plain folder name, got {config.name!r}")
+    if config.synthetic < 0:
+        raise TrainingError(f"--synthetic must be >= 0, got {config.synthetic}")
+    if config.kind == "shapepose" and len(config.finetune) not in (0, 1, 2):
+        raise TrainingError("shapepose --finetune takes SHAPE POSE checkpoint names "
+                            f"(or one SMPLR name), got {list(config.finetune)}")
+
+
+def resolve_paths(config):
+    """Absolute paths and an existing data list; returns the same config."""
+    config.data = Path(config.data).expanduser().resolve()
+    config.tmp = Path(config.tmp).expanduser().resolve()
+    for list_name in (config.train_list, config.val_list):
+        path = config.data / list_name
+        if not path.is_file():
+            raise TrainingError(f"data list not found: {path} (give --data DIR with "
+                                f"{config.train_list} and {config.val_list} in it)")
+    if config.voc is not None:
+        config.voc = Path(config.voc).expanduser().resolve()
+        if not config.voc.is_dir():
+            raise TrainingError(f"--voc folder not found: {config.voc}")
+    if config.smpl_dir is not None:
+        config.smpl_dir = Path(config.smpl_dir).expanduser().resolve()
+        if not config.smpl_dir.is_dir():
+            raise TrainingError(f"--smpl-dir folder not found: {config.smpl_dir}")
+    return config

@@ -1,0 +1,106 @@
+"""GPU_ID handling: choose the device before TensorFlow starts.
+
+``select_device(gpu_id)`` must run before the first ``import tensorflow`` of
+the process: it sets ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` (ids as ``nvidia-smi``
+prints them) and ``CUDA_VISIBLE_DEVICES``; ``-1`` means CPU only. It then
+imports TensorFlow, checks that the requested GPU is really there (a clear
+error listing the devices found otherwise) and turns memory growth on.
+
+When TensorFlow was already imported (e.g. inside the pytest process) it falls
+back to ``tf.config.set_visible_devices``, which works as long as the runtime
+has not been initialised yet.
+"""
+import os
+import shutil
+import subprocess
+import sys
+
+from training import TrainingError
+
+
+def parse_gpu_id(text):
+    """``'-1'`` -> -1 (CPU); ``'0'``, ``'1'`` ... -> that GPU index (int).
+
+    Raises TrainingError for anything else (one line, naming the value).
+    """
+    try:
+        gpu_id = int(str(text).strip())
+    except ValueError:
+        raise TrainingError(f"GPU_ID must be an integer (-1 for CPU), got {text!r}") from None
+    if gpu_id < -1:
+        raise TrainingError(f"GPU_ID must be -1 (CPU) or a GPU index >= 0, got {gpu_id}")
+    return gpu_id
+
+
+def _nvidia_smi_gpus():
+    """GPU names listed by ``nvidia-smi -L`` (PCI bus order), or None when unavailable."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return [line.strip() for line in out.stdout.splitlines() if line.strip().startswith("GPU ")]
+
+
+def select_device(gpu_id, mixed_precision=False):
+    """Make only GPU ``gpu_id`` visible (``-1``: CPU) and configure TensorFlow.
+
+    Args:
+      gpu_id: int or str, as given on the command line.
+      mixed_precision: set Keras' global policy to ``mixed_float16`` (GPU only;
+        on CPU it is refused with a message, float16 matmuls are slower there).
+    Returns:
+      A short description of the device used, e.g. ``"CPU"`` or ``"GPU 0 (...)"``.
+    Raises:
+      TrainingError: the GPU does not exist (the message lists the devices found).
+    """
+    gpu_id = parse_gpu_id(gpu_id)
+    already_imported = "tensorflow" in sys.modules
+    listed = _nvidia_smi_gpus() if gpu_id >= 0 else None
+    if listed is not None and gpu_id >= len(listed):
+        found = "; ".join(listed) if listed else "no GPU"
+        raise TrainingError(f"GPU_ID {gpu_id} does not exist; devices found: {found} "
+                            "(use -1 for the CPU)")
+    if not already_imported:
+        os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_id)
+    import tensorflow as tf  # noqa: E402  (deliberately after the environment is set)
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if already_imported:
+        # The environment variable is read once, at TensorFlow's start; here we
+        # can only narrow what is visible.
+        chosen = [] if gpu_id < 0 else gpus[gpu_id:gpu_id + 1]
+        if gpu_id >= 0 and not chosen:
+            raise TrainingError(_no_gpu_message(gpu_id, tf))
+        try:
+            tf.config.set_visible_devices(chosen, "GPU")
+        except RuntimeError:
+            pass  # runtime already initialised: keep what the process has
+        gpus = chosen
+    elif gpu_id >= 0 and not gpus:
+        raise TrainingError(_no_gpu_message(gpu_id, tf))
+    for gpu in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:
+            pass  # already initialised; growth must be set before first use
+    if mixed_precision:
+        if gpu_id < 0:
+            raise TrainingError("--mixed-precision needs a GPU (GPU_ID >= 0); "
+                                "float16 brings no speed-up on the CPU")
+        import keras
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    if gpu_id < 0:
+        return "CPU"
+    return f"GPU {gpu_id}"
+
+
+def _no_gpu_message(gpu_id, tf):
+    cpus = ", ".join(d.name for d in tf.config.list_physical_devices())
+    return (f"GPU_ID {gpu_id} does not exist: TensorFlow sees no GPU with that id; "
+            f"devices found: {cpus or 'none'} (use -1 for the CPU)")

@@ -1,0 +1,165 @@
+"""TensorBoard event files under ``TMP/logs/NAME/`` (scalars and images).
+
+Written with core TensorFlow (``tf.summary.write`` plus the TensorBoard plugin
+metadata), so training does not need the ``tensorboard`` package; install it
+only to *view* the logs: ``pip install tensorboard; tensorboard --logdir tmp/logs``.
+The records are the same as ``tf.summary.scalar`` / ``tf.summary.image`` write.
+
+Also draws the images logged during validation: the input crop with the
+predicted (red) and true (green) skeleton projected onto it.
+"""
+import numpy as np
+
+from training.metrics import NUM_JOINTS
+
+_PLUGIN_SCALARS = "scalars"
+_PLUGIN_IMAGES = "images"
+_DATA_CLASS_SCALAR = 1
+_DATA_CLASS_BLOB_SEQUENCE = 3
+
+
+def _metadata(plugin, data_class):
+    from tensorflow.core.framework import summary_pb2
+
+    meta = summary_pb2.SummaryMetadata()
+    meta.plugin_data.plugin_name = plugin
+    meta.data_class = data_class
+    return meta.SerializeToString()
+
+
+class SummaryLogger:
+    """Scalars and images of one run; ``step`` is the global training step.
+
+    Args:
+      log_dir: ``TMP/logs/NAME`` (created).
+    """
+
+    def __init__(self, log_dir):
+        import tensorflow as tf
+
+        self._tf = tf
+        self.writer = tf.summary.create_file_writer(str(log_dir))
+        self._scalar_meta = _metadata(_PLUGIN_SCALARS, _DATA_CLASS_SCALAR)
+        self._image_meta = _metadata(_PLUGIN_IMAGES, _DATA_CLASS_BLOB_SEQUENCE)
+
+    def scalar(self, tag, value, step):
+        """One float under ``tag`` at ``step``."""
+        tf = self._tf
+        with self.writer.as_default():
+            tf.summary.write(tag, tf.constant(float(value), tf.float32), step=int(step),
+                             metadata=self._scalar_meta)
+
+    def scalars(self, values, step, prefix=""):
+        """Every ``name: value`` of a dict, as ``prefix + name``."""
+        for key, value in values.items():
+            self.scalar(prefix + key, value, step)
+
+    def images(self, tag, images, step):
+        """uint8 images (N, H, W, 3) as one PNG sequence under ``tag``."""
+        import cv2
+
+        tf = self._tf
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"images must be (N, H, W, 3), got {images.shape}")
+        pngs = [cv2.imencode(".png", im[..., ::-1])[1].tobytes() for im in images.astype(np.uint8)]
+        height, width = images.shape[1:3]
+        tensor = tf.constant([str(width).encode(), str(height).encode()] + pngs)
+        with self.writer.as_default():
+            tf.summary.write(tag, tensor, step=int(step), metadata=self._image_meta)
+
+    def flush(self):
+        self.writer.flush()
+
+    def close(self):
+        self.writer.close()
+
+
+def _events(log_dir):
+    """Every ``Event`` record of the event files in ``log_dir``, file by file."""
+    import glob
+    import os
+
+    import tensorflow as tf
+
+    for path in sorted(glob.glob(os.path.join(str(log_dir), "events.out.tfevents.*"))):
+        for record in tf.data.TFRecordDataset(path):
+            yield tf.compat.v1.Event.FromString(record.numpy())
+
+
+def read_scalars(log_dir):
+    """All scalars in the event files of ``log_dir``: dict tag -> [(step, value)].
+
+    Used by the tests and handy in notebooks.
+    """
+    import tensorflow as tf
+
+    out = {}
+    for event in _events(log_dir):
+        for value in event.summary.value:
+            if value.metadata.plugin_data.plugin_name == _PLUGIN_SCALARS:
+                out.setdefault(value.tag, []).append(
+                    (int(event.step), float(tf.make_ndarray(value.tensor))))
+    return out
+
+
+def read_image_tags(log_dir):
+    """Tags of the image summaries in ``log_dir`` (set)."""
+    tags = set()
+    for event in _events(log_dir):
+        for value in event.summary.value:
+            if value.metadata.plugin_data.plugin_name == _PLUGIN_IMAGES:
+                tags.add(value.tag)
+    return tags
+
+
+# --------------------------------------------------------------------- drawing
+def to_uint8(image):
+    """A standardised (zero mean, unit variance) or [0, 1] image (H, W, 3) -> uint8 for display."""
+    image = np.asarray(image, np.float64)
+    lo, hi = np.percentile(image, 1), np.percentile(image, 99)
+    if hi - lo < 1e-6:
+        return np.zeros(image.shape, np.uint8)
+    return np.clip(255.0 * (image - lo) / (hi - lo), 0, 255).astype(np.uint8)
+
+
+def crop_projection(points, size, crop_metres=2.5):
+    """Pixel coordinates (N, 2) in a ``size`` x ``size`` crop of root-relative points (N, 3).
+
+    The crop spans ``crop_metres`` at the root's depth (SPEC "Crop"), so with
+    camera axes (x right, y down) a point maps, to first order (weak
+    perspective at the root), to ``(p_xy / crop_metres + 0.5) * size``.
+    """
+    points = np.asarray(points, np.float64)
+    return (points[:, :2] / crop_metres + 0.5) * size
+
+
+def draw_skeleton(image, points, parents, colour, radius=2, thickness=1):
+    """Draw root-relative points (41, 3) and their bones on a uint8 image (in place)."""
+    import cv2
+
+    size = image.shape[0]
+    with_root = np.concatenate([np.zeros((1, 3)), np.asarray(points, np.float64)])
+    pixels = crop_projection(with_root, size)
+    finite = np.all(np.isfinite(pixels), axis=1)
+    pixels = np.clip(np.nan_to_num(pixels), -10 * size, 10 * size).round().astype(int)
+    for child in range(1, len(with_root)):
+        parent = int(parents[child])
+        if finite[child] and finite[parent]:
+            width = thickness if child <= NUM_JOINTS else max(1, thickness - 1)
+            cv2.line(image, tuple(pixels[parent]), tuple(pixels[child]), colour, width, cv2.LINE_AA)
+    for k in range(len(with_root)):
+        if finite[k]:
+            cv2.circle(image, tuple(pixels[k]), radius, colour, -1, cv2.LINE_AA)
+    return image
+
+
+def skeleton_overlays(images, pred_points, true_points, parents, max_images=4):
+    """uint8 (N, H, W, 3): crops with the true (green) and predicted (red) skeletons."""
+    out = []
+    for k in range(min(max_images, len(images))):
+        canvas = np.ascontiguousarray(to_uint8(images[k]))
+        draw_skeleton(canvas, true_points[k], parents, (0, 200, 0))
+        draw_skeleton(canvas, pred_points[k], parents, (230, 30, 30))
+        out.append(canvas)
+    return np.stack(out) if out else np.zeros((0, 8, 8, 3), np.uint8)
