@@ -8,10 +8,10 @@ Linear blend skinning, as in SMPL v1.0 (Loper et al. 2015):
     G_k      = G_parent(k) . [R_k | J_k - J_parent(k)]     (world transform per joint)
     v        = sum_k weights[:, k] * (G_k - [0 | G_k^R J_k]) . v_posed
 
-Every sample picks the female or the male model by its gender value. Instead
-of gathering per-sample model arrays, the inputs are gated: the blend
-coefficients are written into the female half or the male half of one
-stacked basis, so each step is a single matrix product for the whole batch.
+Every sample picks the female or the male model by its gender value: the
+batch is split by gender, each part goes through `linear_blend_skinning` with
+its model as whole-batch matrix products, and the parts are stitched back in
+the original order (no per-sample loop, each sample computed once).
 """
 import numpy as np
 import tensorflow as tf
@@ -45,6 +45,54 @@ def rodrigues(axis_angle):
     return eye + a * k + b * tf.matmul(k, k)
 
 
+def linear_blend_skinning(rotations, betas, model, parents):
+    """SMPL for a batch of one gender.
+
+    rotations (B, 24, 3, 3), betas (B, 10); `model` a dict of float32 tensors:
+    v_template (V, 3), shapedirs (10, V*3), posedirs (207, V*3) or None,
+    joint_template (24, 3) = J_regressor . v_template, joint_shapedirs
+    (10, 72) = J_regressor . shapedirs (the regression is linear, so rest
+    joints come from betas directly), weights (V, 24). Returns vertices
+    (B, V, 3) and joints (B, 24, 3) in metres, in the model's frame (not
+    root-centred).
+    """
+    batch = tf.shape(rotations)[0]
+    num_vertices = model["v_template"].shape[0]
+    v_shaped = model["v_template"] + tf.reshape(tf.matmul(betas, model["shapedirs"]), (batch, num_vertices, 3))
+    rest_joints = model["joint_template"] + tf.reshape(tf.matmul(betas, model["joint_shapedirs"]),
+                                                       (batch, NUM_JOINTS, 3))
+    v_posed = v_shaped
+    if model["posedirs"] is not None:
+        pose_feature = tf.reshape(rotations[:, 1:] - tf.eye(3), (batch, 9 * (NUM_JOINTS - 1)))
+        v_posed += tf.reshape(tf.matmul(pose_feature, model["posedirs"]), (batch, num_vertices, 3))
+
+    world = world_transforms(rotations, rest_joints, parents)  # (B, 24, 4, 4)
+    posed_joints = world[:, :, :3, 3]
+    # Skinning transforms G_k [I | -J_k], blended per vertex by the weights.
+    offset = posed_joints - tf.reduce_sum(world[:, :, :3, :3] * rest_joints[:, :, None, :], axis=-1)
+    skin = tf.reshape(tf.concat([world[:, :, :3, :3], offset[..., None]], axis=-1), (batch, NUM_JOINTS, 12))
+    per_vertex = tf.reshape(tf.matmul(model["weights"], skin), (batch, num_vertices, 3, 4))
+    vertices = (per_vertex[..., 0] * v_posed[..., 0:1] + per_vertex[..., 1] * v_posed[..., 1:2]
+                + per_vertex[..., 2] * v_posed[..., 2:3] + per_vertex[..., 3])
+    return vertices, posed_joints
+
+
+def world_transforms(rotations, rest_joints, parents):
+    """World transforms (B, 24, 4, 4) along the kinematic chain (unrolled at trace time).
+
+    rotations (B, 24, 3, 3) are relative to each joint's parent; rest_joints (B, 24, 3).
+    """
+    parent_joints = tf.gather(rest_joints, [max(p, 0) for p in parents], axis=1)
+    relative = tf.concat([rest_joints[:, :1], (rest_joints - parent_joints)[:, 1:]], axis=1)
+    local = tf.concat([rotations, relative[..., None]], axis=-1)  # (B, 24, 3, 4)
+    bottom = tf.broadcast_to(tf.constant([0.0, 0.0, 0.0, 1.0]), tf.concat([tf.shape(local)[:2], [1, 4]], 0))
+    local = tf.concat([local, bottom], axis=2)
+    chain = [local[:, 0]]
+    for k in range(1, NUM_JOINTS):
+        chain.append(tf.matmul(chain[parents[k]], local[:, k]))
+    return tf.stack(chain, axis=1)
+
+
 class SMPL(keras.layers.Layer):
     """vertices (B,V,3), joints (B,24,3) = SMPL(female, male)(rotations, shape).
 
@@ -70,20 +118,21 @@ class SMPL(keras.layers.Layer):
         self.faces = female.faces
         self.landmark_ids = female.landmark_ids
         self.parents = [int(p) for p in female.parents]
-        V = self.num_vertices
+        self._models = [self._as_tensors(female), self._as_tensors(male)]
+
+    @staticmethod
+    def _as_tensors(model):
+        V = model.num_vertices
 
         def flat(dirs):  # (V, 3, K) -> (K, V*3)
-            return np.reshape(np.transpose(dirs, (2, 0, 1)), (dirs.shape[2], V * 3))
-
-        # Rows: female betas, male betas, female template, male template.
-        self._shape_basis = tf.constant(np.concatenate([
-            flat(female.shapedirs), flat(male.shapedirs),
-            female.v_template.reshape(1, -1), male.v_template.reshape(1, -1)]))
-        self._has_pose_blend = bool(np.any(female.posedirs) or np.any(male.posedirs))
-        if self._has_pose_blend:
-            self._pose_basis = tf.constant(np.concatenate([flat(female.posedirs), flat(male.posedirs)]))
-        self._joint_regressor = tf.constant(np.concatenate([female.J_regressor, male.J_regressor]))  # (48, V)
-        self._skinning_weights = tf.constant(np.concatenate([female.weights, male.weights], axis=1))  # (V, 48)
+            return tf.constant(np.reshape(np.transpose(dirs, (2, 0, 1)), (dirs.shape[2], V * 3)))
+        regressor = model.J_regressor.astype(np.float64)
+        joint_shapedirs = np.einsum("jv,vck->jck", regressor, model.shapedirs)  # (24, 3, 10)
+        return {"v_template": tf.constant(model.v_template), "shapedirs": flat(model.shapedirs),
+                "posedirs": flat(model.posedirs) if np.any(model.posedirs) else None,
+                "joint_template": tf.constant((regressor @ model.v_template).astype(np.float32)),
+                "joint_shapedirs": tf.constant(joint_shapedirs.reshape(NUM_JOINTS * 3, -1).T.astype(np.float32)),
+                "weights": tf.constant(model.weights)}
 
     def _check(self, rotations, shape):
         if rotations.shape.rank != 4 or tuple(rotations.shape[1:]) != (NUM_JOINTS, 3, 3):
@@ -98,54 +147,18 @@ class SMPL(keras.layers.Layer):
         rotations = tf.convert_to_tensor(rotations, tf.float32)
         shape = tf.convert_to_tensor(shape, tf.float32)
         self._check(rotations, shape)
-        batch = tf.shape(rotations)[0]
-        male = tf.cast(shape[:, 10:11] >= 0.0, tf.float32)  # (B, 1)
-        female = 1.0 - male
-        betas = shape[:, :10]
-
-        # Shape blend: gated coefficients against the stacked female/male basis.
-        coeffs = tf.concat([betas * female, betas * male, female, male], axis=1)  # (B, 22)
-        v_shaped = tf.reshape(tf.matmul(coeffs, self._shape_basis), (batch, self.num_vertices, 3))
-
-        # Rest joints: regress with both genders' regressors, keep the sample's own.
-        joints_both = tf.einsum("jv,bvc->bjc", self._joint_regressor, v_shaped)  # (B, 48, 3)
-        rest_joints = (joints_both[:, :NUM_JOINTS] * female[:, :, None]
-                       + joints_both[:, NUM_JOINTS:] * male[:, :, None])
-
-        # Pose blend shapes from (R[1:] - I).
-        v_posed = v_shaped
-        if self._has_pose_blend:
-            pose_feature = tf.reshape(rotations[:, 1:] - tf.eye(3), (batch, 9 * (NUM_JOINTS - 1)))
-            gated = tf.concat([pose_feature * female, pose_feature * male], axis=1)
-            v_posed += tf.reshape(tf.matmul(gated, self._pose_basis), (batch, self.num_vertices, 3))
-
-        world = self._world_transforms(rotations, rest_joints)  # (B, 24, 4, 4)
-        posed_joints = world[:, :, :3, 3]
-
-        # Skinning transforms: remove the rest joint, G_k [I | -J_k].
-        offset = posed_joints - tf.einsum("bjxy,bjy->bjx", world[:, :, :3, :3], rest_joints)
-        skin = tf.concat([world[:, :, :3, :3], offset[..., None]], axis=-1)  # (B, 24, 3, 4)
-        skin = tf.reshape(skin, (batch, NUM_JOINTS, 12))
-        gated = tf.concat([skin * female[:, :, None], skin * male[:, :, None]], axis=1)  # (B, 48, 12)
-        per_vertex = tf.reshape(tf.einsum("vk,bkc->bvc", self._skinning_weights, gated),
-                                (batch, self.num_vertices, 3, 4))
-        vertices = tf.einsum("bvxy,bvy->bvx", per_vertex[..., :3], v_posed) + per_vertex[..., 3]
-
-        root = posed_joints[:, :1]
-        return vertices - root, posed_joints - root
-
-    def _world_transforms(self, rotations, rest_joints):
-        """World transforms (B, 24, 4, 4) along the kinematic chain (unrolled at trace time)."""
-        parents = self.parents
-        relative = rest_joints - tf.gather(rest_joints, [max(p, 0) for p in parents], axis=1)
-        relative = tf.concat([rest_joints[:, :1], relative[:, 1:]], axis=1)
-        local = tf.concat([rotations, relative[..., None]], axis=-1)  # (B, 24, 3, 4)
-        bottom = tf.broadcast_to(tf.constant([0.0, 0.0, 0.0, 1.0]), tf.concat([tf.shape(local)[:2], [1, 4]], 0))
-        local = tf.concat([local, bottom], axis=2)
-        chain = [local[:, 0]]
-        for k in range(1, NUM_JOINTS):
-            chain.append(tf.matmul(chain[parents[k]], local[:, k]))
-        return tf.stack(chain, axis=1)
+        is_male = tf.cast(shape[:, 10] >= 0.0, tf.int32)
+        indices = tf.dynamic_partition(tf.range(tf.shape(shape)[0]), is_male, 2)
+        vertices, joints = [], []
+        for gender, model in enumerate(self._models):
+            v, j = linear_blend_skinning(tf.gather(rotations, indices[gender]),
+                                         tf.gather(shape[:, :10], indices[gender]), model, self.parents)
+            vertices.append(v)
+            joints.append(j)
+        vertices = tf.dynamic_stitch(indices, vertices)
+        joints = tf.dynamic_stitch(indices, joints)
+        root = joints[:, :1]
+        return vertices - root, joints - root
 
     def points41(self, vertices, joints):
         """The 41 SMPLR points (B, 41, 3): joints 1..23, then the 18 landmark vertices."""
