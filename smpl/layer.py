@@ -48,32 +48,34 @@ def rodrigues(axis_angle):
 def linear_blend_skinning(rotations, betas, model, parents):
     """SMPL for a batch of one gender.
 
-    rotations (B, 24, 3, 3), betas (B, 10); `model` a dict of float32 tensors:
-    v_template (V, 3), shapedirs (10, V*3), posedirs (207, V*3) or None,
-    joint_template (24, 3) = J_regressor . v_template, joint_shapedirs
-    (10, 72) = J_regressor . shapedirs (the regression is linear, so rest
-    joints come from betas directly), weights (V, 24). Returns vertices
-    (B, V, 3) and joints (B, 24, 3) in metres, in the model's frame (not
-    root-centred).
+    rotations (B, 24, 3, 3), betas (B, 10); `model` a dict of float32 tensors
+    laid out coordinate-first (V last) so every per-vertex step runs over
+    contiguous rows: v_template (3, V), shapedirs (10, 3*V), posedirs
+    (207, 3*V) or None, joint_template (24, 3) = J_regressor . v_template,
+    joint_shapedirs (10, 72) = J_regressor . shapedirs (the regression is
+    linear, so rest joints come from the betas directly), weights_t (24, V).
+    Returns vertices (B, V, 3) and joints (B, 24, 3) in metres, in the model's
+    frame (not root-centred).
     """
     batch = tf.shape(rotations)[0]
-    num_vertices = model["v_template"].shape[0]
-    v_shaped = model["v_template"] + tf.reshape(tf.matmul(betas, model["shapedirs"]), (batch, num_vertices, 3))
+    num_vertices = model["v_template"].shape[1]
+    v_shaped = model["v_template"] + tf.reshape(tf.matmul(betas, model["shapedirs"]), (batch, 3, num_vertices))
     rest_joints = model["joint_template"] + tf.reshape(tf.matmul(betas, model["joint_shapedirs"]),
                                                        (batch, NUM_JOINTS, 3))
     v_posed = v_shaped
     if model["posedirs"] is not None:
         pose_feature = tf.reshape(rotations[:, 1:] - tf.eye(3), (batch, 9 * (NUM_JOINTS - 1)))
-        v_posed += tf.reshape(tf.matmul(pose_feature, model["posedirs"]), (batch, num_vertices, 3))
+        v_posed += tf.reshape(tf.matmul(pose_feature, model["posedirs"]), (batch, 3, num_vertices))
 
     world = world_transforms(rotations, rest_joints, parents)  # (B, 24, 4, 4)
     posed_joints = world[:, :, :3, 3]
-    # Skinning transforms G_k [I | -J_k], blended per vertex by the weights.
+    # Skinning transforms G_k [I | -J_k] (B, 24, 3x4), blended per vertex by the weights.
     offset = posed_joints - tf.reduce_sum(world[:, :, :3, :3] * rest_joints[:, :, None, :], axis=-1)
     skin = tf.reshape(tf.concat([world[:, :, :3, :3], offset[..., None]], axis=-1), (batch, NUM_JOINTS, 12))
-    per_vertex = tf.reshape(tf.matmul(model["weights"], skin), (batch, num_vertices, 3, 4))
-    vertices = (per_vertex[..., 0] * v_posed[..., 0:1] + per_vertex[..., 1] * v_posed[..., 1:2]
-                + per_vertex[..., 2] * v_posed[..., 2:3] + per_vertex[..., 3])
+    per_vertex = tf.matmul(skin, model["weights_t"], transpose_a=True)  # (B, 12, V)
+    x, y, z = v_posed[:, 0], v_posed[:, 1], v_posed[:, 2]
+    vertices = tf.stack([per_vertex[:, 4 * i] * x + per_vertex[:, 4 * i + 1] * y
+                         + per_vertex[:, 4 * i + 2] * z + per_vertex[:, 4 * i + 3] for i in range(3)], axis=-1)
     return vertices, posed_joints
 
 
@@ -122,17 +124,18 @@ class SMPL(keras.layers.Layer):
 
     @staticmethod
     def _as_tensors(model):
-        V = model.num_vertices
+        """The arrays `linear_blend_skinning` takes, as float32 constants."""
+        def coordinate_first(dirs):  # (V, 3, K) -> (K, 3*V)
+            return tf.constant(np.transpose(dirs, (2, 1, 0)).reshape(dirs.shape[2], -1))
 
-        def flat(dirs):  # (V, 3, K) -> (K, V*3)
-            return tf.constant(np.reshape(np.transpose(dirs, (2, 0, 1)), (dirs.shape[2], V * 3)))
         regressor = model.J_regressor.astype(np.float64)
-        joint_shapedirs = np.einsum("jv,vck->jck", regressor, model.shapedirs)  # (24, 3, 10)
-        return {"v_template": tf.constant(model.v_template), "shapedirs": flat(model.shapedirs),
-                "posedirs": flat(model.posedirs) if np.any(model.posedirs) else None,
+        joint_shapedirs = np.einsum("jv,vck->kjc", regressor, model.shapedirs)  # (10, 24, 3)
+        return {"v_template": tf.constant(model.v_template.T),
+                "shapedirs": coordinate_first(model.shapedirs),
+                "posedirs": coordinate_first(model.posedirs) if np.any(model.posedirs) else None,
                 "joint_template": tf.constant((regressor @ model.v_template).astype(np.float32)),
-                "joint_shapedirs": tf.constant(joint_shapedirs.reshape(NUM_JOINTS * 3, -1).T.astype(np.float32)),
-                "weights": tf.constant(model.weights)}
+                "joint_shapedirs": tf.constant(joint_shapedirs.reshape(joint_shapedirs.shape[0], -1).astype(np.float32)),
+                "weights_t": tf.constant(model.weights.T)}
 
     def _check(self, rotations, shape):
         if rotations.shape.rank != 4 or tuple(rotations.shape[1:]) != (NUM_JOINTS, 3, 3):
