@@ -292,6 +292,11 @@ def test_bad_model_files_raise_clear_errors(random_models, tmp_path):
     with pytest.raises(smpl.SMPLModelError, match=r"bad.npz: 'weights' has shape \(6890, 23\)"):
         smpl.load_model(tmp_path / "bad.npz")
     arrays = dict(np.load(_saved_npz(random_models, tmp_path)))
+    arrays["v_template"][5, 1] = np.nan
+    np.savez(tmp_path / "nan.npz", **arrays)
+    with pytest.raises(smpl.SMPLModelError, match="nan.npz: 'v_template' contains NaN"):
+        smpl.load_model(tmp_path / "nan.npz")
+    arrays = dict(np.load(_saved_npz(random_models, tmp_path)))
     arrays["gender"] = np.array("robot")
     np.savez(tmp_path / "robot.npz", **arrays)
     with pytest.raises(smpl.SMPLModelError, match="unknown gender 'robot'"):
