@@ -26,7 +26,7 @@ DEFAULT_NAMES = {"shn": "shn", "dae": "dae", "shape": "shape", "pose": "pose",
                  "shapepose": "smplr"}
 
 #: SHN augmentation modes of the original ``train_shn.py``.
-AUGMENTATION_MODES = {0: "none", 1: "standard (rotation, colour, flip)",
+AUGMENTATION_MODES = {0: "none", 1: "standard (rotation +-0.15 rad, colour, image noise)",
                       2: "synthetic occlusion (VOC occluders / backgrounds)",
                       3: "standard + occlusion"}
 
@@ -48,7 +48,8 @@ class StageConfig:
     train_list: str = "train.txt"
     val_list: str = "val.txt"
     tmp: Path = DEFAULT_TMP
-    augmentation: int = 3           # SHN: 0..3 (AUGMENTATION_MODES); SMPLR: 0 = no input noise
+    augmentation: Optional[int] = None  # SHN: 0..3 (AUGMENTATION_MODES; None: 3 with --voc, else 1);
+                                        # SMPLR: 1 = SPEC input noise, 0 = none
     voc: Optional[Path] = None      # Pascal VOC 2012 root for augmentation 2/3
     smpl_dir: Optional[Path] = None  # folder with the SMPL model files (default: smpl.find_models)
     seed: int = 0
@@ -86,7 +87,7 @@ def _spec_defaults(kind):
     """The original's settings of one stage kind."""
     if kind == "shn":
         return dict(epochs=200, batch_size=6, lr0=0.01, lr_centre=SHN_LR_CENTRE,
-                    steps_growth=500, max_steps=None, augmentation=3)
+                    steps_growth=500, max_steps=None, augmentation=None)
     common = dict(epochs=200, batch_size=256, lr0=0.01, lr_centre=SMPLR_LR_CENTRE,
                   steps_growth=None, max_steps=400, augmentation=1)
     if kind == "shapepose":
@@ -140,9 +141,13 @@ def validate(config):
             raise TrainingError(f"{key} must be >= 1, got {value}")
     if config.lr0 <= 0:
         raise TrainingError(f"--lr must be > 0, got {config.lr0}")
-    if config.kind == "shn" and config.augmentation not in AUGMENTATION_MODES:
+    if config.kind == "shn" and config.augmentation is not None \
+            and config.augmentation not in AUGMENTATION_MODES:
         raise TrainingError(f"--augmentation must be one of {sorted(AUGMENTATION_MODES)} "
                             f"for the SHN, got {config.augmentation}")
+    if config.kind != "shn" and config.augmentation not in (0, 1):
+        raise TrainingError(f"--augmentation must be 1 (SPEC input noise) or 0 (none) for "
+                            f"the {config.kind} stage, got {config.augmentation}")
     if config.resume and config.overwrite:
         raise TrainingError("--resume and --overwrite exclude each other")
     if not config.name or "/" in config.name or config.name.startswith("."):

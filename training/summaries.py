@@ -123,43 +123,53 @@ def to_uint8(image):
     return np.clip(255.0 * (image - lo) / (hi - lo), 0, 255).astype(np.uint8)
 
 
-def crop_projection(points, size, crop_metres=2.5):
-    """Pixel coordinates (N, 2) in a ``size`` x ``size`` crop of root-relative points (N, 3).
+def project_to_crop(points, root_camera, size=256):
+    """Crop pixel coordinates (N, 2) of root-relative points (N, 3) in metres.
 
-    The crop spans ``crop_metres`` at the root's depth (SPEC "Crop"), so with
-    camera axes (x right, y down) a point maps, to first order (weak
-    perspective at the root), to ``(p_xy / crop_metres + 0.5) * size``.
+    Points are in the targets' world axes (SPEC "Data": z up, after zRot) and
+    ``root_camera`` (3,) is the root in OpenCV camera coordinates; the crop is
+    the unaugmented SPEC crop (centred on the root, side f * 2.5 / z_root),
+    as used for validation and testing. Pixel centres at integer coordinates.
     """
+    from DataReader import camera
+    from DataReader.cloth3d import apply_affine, crop_from_image_affine
+
     points = np.asarray(points, np.float64)
-    return (points[:, :2] / crop_metres + 0.5) * size
+    root_camera = np.asarray(root_camera, np.float64).reshape(3)
+    image_px = camera.project(points @ camera.R_WORLD_TO_CAMERA.T + root_camera)
+    affine = crop_from_image_affine(camera.project(root_camera), camera.crop_side_px(root_camera[2]), size)
+    return apply_affine(affine, image_px)
 
 
-def draw_skeleton(image, points, parents, colour, radius=2, thickness=1):
-    """Draw root-relative points (41, 3) and their bones on a uint8 image (in place)."""
+def draw_skeleton(image, points, root_camera, parents, colour, radius=2, thickness=1):
+    """Draw root-relative points (41, 3) and their bones (tree ``parents``, 42
+    nodes with the root) on a uint8 crop (H, W, 3), in place."""
     import cv2
 
     size = image.shape[0]
     with_root = np.concatenate([np.zeros((1, 3)), np.asarray(points, np.float64)])
-    pixels = crop_projection(with_root, size)
+    pixels = project_to_crop(with_root, root_camera, size)
     finite = np.all(np.isfinite(pixels), axis=1)
     pixels = np.clip(np.nan_to_num(pixels), -10 * size, 10 * size).round().astype(int)
     for child in range(1, len(with_root)):
         parent = int(parents[child])
         if finite[child] and finite[parent]:
             width = thickness if child <= NUM_JOINTS else max(1, thickness - 1)
-            cv2.line(image, tuple(pixels[parent]), tuple(pixels[child]), colour, width, cv2.LINE_AA)
+            cv2.line(image, tuple(map(int, pixels[parent])), tuple(map(int, pixels[child])), colour,
+                     width, cv2.LINE_AA)
     for k in range(len(with_root)):
         if finite[k]:
-            cv2.circle(image, tuple(pixels[k]), radius, colour, -1, cv2.LINE_AA)
+            cv2.circle(image, tuple(map(int, pixels[k])), radius, colour, -1, cv2.LINE_AA)
     return image
 
 
-def skeleton_overlays(images, pred_points, true_points, parents, max_images=4):
-    """uint8 (N, H, W, 3): crops with the true (green) and predicted (red) skeletons."""
+def skeleton_overlays(images, pred_points, true_points, root_camera, parents, max_images=4):
+    """uint8 (N, H, W, 3): crops (B, H, W, 3) with the true (green) and
+    predicted (red) skeletons; points (B, 41, 3), root_camera (B, 3)."""
     out = []
     for k in range(min(max_images, len(images))):
         canvas = np.ascontiguousarray(to_uint8(images[k]))
-        draw_skeleton(canvas, true_points[k], parents, (0, 200, 0))
-        draw_skeleton(canvas, pred_points[k], parents, (230, 30, 30))
+        draw_skeleton(canvas, true_points[k], root_camera[k], parents, (0, 200, 0))
+        draw_skeleton(canvas, pred_points[k], root_camera[k], parents, (230, 30, 30))
         out.append(canvas)
     return np.stack(out) if out else np.zeros((0, 8, 8, 3), np.uint8)

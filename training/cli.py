@@ -1,0 +1,147 @@
+"""``python -m training KIND GPU_ID [options]``: train one stage.
+
+The GPU is chosen (``training.device``) before TensorFlow is imported; the
+stage loop modules, which import TensorFlow, are imported only afterwards.
+"""
+import argparse
+import sys
+import time
+
+from training import STAGE_KINDS, TrainingError
+from training.config import (AUGMENTATION_MODES, DEFAULT_DATA, DEFAULT_NAMES, DEFAULT_TMP, QUICK,
+                             resolve_paths, stage_config)
+
+DESCRIPTION = """\
+Train one SMPLR stage with the original's settings (SPEC):
+  shn        stacked hourglass, images -> 41 points (Adam, batch 6, 200 epochs,
+             <= 500*(epoch+1) steps/epoch, lr(e) = lr0*(1 - 1/(1+exp(10 - e/12.5))) + 1e-4)
+  dae        denoising autoencoder on noisy ground-truth points
+  shape      shape net (bone lengths -> 10 betas + gender)
+  pose       pose net (bone directions -> 24 rotation matrices)
+  shapepose  both nets fine-tuned together through SMPL (30 epochs, lr0 1e-4),
+             starting from the "shape" and "pose" checkpoints
+SMPLR stages: Adam, batch 256, 200 epochs, <= 400 batches/epoch,
+lr(e) = lr0*(1 - 1/(1+exp(4 - e/12.5))) + 1e-4.
+
+Checkpoints go to TMP/checkpoints/NAME/{best,latest}, TensorBoard logs to
+TMP/logs/NAME (view: pip install tensorboard; tensorboard --logdir tmp/logs)."""
+
+EXAMPLES = """\
+examples:
+  python -m training shn 0 --data Data/frames --voc ~/VOC2012
+  python -m training dae -1 --quick --name dae_try
+  python -m training shapepose 0 --finetune shape pose --name smplr
+  python -m training pose 0 --resume            # continue an interrupted run"""
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m training", description=DESCRIPTION, epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("kind", choices=STAGE_KINDS, help="stage to train")
+    parser.add_argument("gpu_id", metavar="GPU_ID",
+                        help="GPU index as nvidia-smi lists it; -1 runs on the CPU")
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", metavar="DIR", default=str(DEFAULT_DATA),
+                      help="frames root holding the sequences and the data lists (default: %(default)s)")
+    data.add_argument("--train-list", metavar="FILE", default="train.txt", help="training list inside --data (default: %(default)s)")
+    data.add_argument("--val-list", metavar="FILE", default="val.txt", help="validation list inside --data (default: %(default)s)")
+    data.add_argument("--augmentation", metavar="MODE", type=int, default=None,
+                      help="SHN: " + ", ".join(f"{k} {v}" for k, v in AUGMENTATION_MODES.items())
+                           + " (default: 3 with --voc, else 1). SMPLR stages: 1 adds the SPEC input noise "
+                             "to the points (default), 0 trains on clean points")
+    data.add_argument("--voc", metavar="DIR", default=None,
+                      help="Pascal VOC 2012 folder (JPEGImages, SegmentationObject, person_trainval list) "
+                           "for SHN background/occlusion augmentation (modes 2 and 3)")
+    data.add_argument("--synthetic", metavar="N", type=int, default=None,
+                      help="SMPLR stages: add N random bodies from the body model to the training points "
+                           "(default 0)")
+    data.add_argument("--smpl-dir", metavar="DIR", default=None,
+                      help="folder with the official SMPL model files (default: smpl/models, "
+                           "$SMPLR_SMPL_DIR, else the open default body)")
+    run = parser.add_argument_group("run")
+    run.add_argument("--name", metavar="NAME", default=None,
+                     help="checkpoint/log name (default: " + ", ".join(f"{k} -> {v}" for k, v in DEFAULT_NAMES.items())
+                          + ")")
+    run.add_argument("--lr", metavar="LR", type=float, default=None,
+                     help="initial learning rate lr0 of the schedule (default 0.01; shapepose 1e-4)")
+    run.add_argument("--epochs", metavar="N", type=int, default=None, help="epochs (default 200; shapepose 30)")
+    run.add_argument("--steps", metavar="N", type=int, default=None,
+                     help="at most this many training steps per epoch (default: SHN 500*(epoch+1), "
+                          "SMPLR 400; never more than one pass over the list)")
+    run.add_argument("--val-steps", metavar="N", type=int, default=None,
+                     help="at most this many validation batches (default: the whole list)")
+    run.add_argument("--batch-size", metavar="N", type=int, default=None, help="batch size (default: SHN 6, SMPLR 256)")
+    run.add_argument("--seed", metavar="N", type=int, default=0,
+                     help="seed of Python, NumPy, TensorFlow and the input pipeline (default: %(default)s)")
+    run.add_argument("--finetune", nargs="+", metavar="NAME", default=None,
+                     help="start from these checkpoints (best slot): one name of the same kind; for "
+                          "shapepose SHAPE POSE (default: shape pose) or one shapepose name")
+    run.add_argument("--resume", action="store_true",
+                     help="continue NAME from its latest checkpoint (epoch, optimiser, best score)")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace an existing checkpoint NAME (and its logs) instead of stopping")
+    run.add_argument("--tmp", metavar="DIR", default=str(DEFAULT_TMP),
+                     help="root of checkpoints/, logs/ and results/ (default: %(default)s)")
+    run.add_argument("--quick", action="store_true",
+                     help="few epochs and steps, same networks and code (for trying things out; "
+                          "per stage: " + "; ".join(f"{k} {v}" for k, v in QUICK.items()) + ")")
+    model = parser.add_argument_group("model and device")
+    model.add_argument("--mixed-precision", action="store_true",
+                       help="SHN on GPU: float16 compute with loss scaling; heatmap read-out and loss "
+                            "stay float32")
+    model.add_argument("--num-stacks", metavar="N", type=int, default=None, help="SHN stacks (default 5, as SPEC)")
+    model.add_argument("--num-features", metavar="N", type=int, default=None, help="SHN features (default 256, as SPEC)")
+    model.add_argument("--log-images", metavar="N", type=int, default=None,
+                       help="SHN: validation crops with skeletons written to TensorBoard (default 4)")
+    model.add_argument("--exit-after-epoch", metavar="N", type=int, default=None,
+                       help="(testing) end the process abruptly (os._exit) right after the checkpoints "
+                            "of this epoch are written, to simulate a crash")
+    return parser
+
+
+def config_from_args(args):
+    """A resolved StageConfig from parsed arguments."""
+    config = stage_config(
+        args.kind, quick=args.quick, name=args.name, lr0=args.lr, epochs=args.epochs,
+        max_steps=args.steps, val_steps=args.val_steps, batch_size=args.batch_size, seed=args.seed,
+        finetune=tuple(args.finetune) if args.finetune is not None else None,
+        resume=args.resume, overwrite=args.overwrite, tmp=args.tmp, data=args.data,
+        train_list=args.train_list, val_list=args.val_list, augmentation=args.augmentation,
+        voc=args.voc, smpl_dir=args.smpl_dir, synthetic=args.synthetic,
+        mixed_precision=args.mixed_precision, num_stacks=args.num_stacks,
+        num_features=args.num_features, log_images=args.log_images,
+        exit_after_epoch=args.exit_after_epoch)
+    if config.mixed_precision and config.kind != "shn":
+        raise TrainingError("--mixed-precision applies to the SHN stage only")
+    return resolve_paths(config)
+
+
+def user_errors():
+    """Exception types whose message is shown as one line (no traceback)."""
+    from DataReader import CLOTH3DError
+
+    return (TrainingError, FileNotFoundError, FileExistsError, CLOTH3DError)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    started = time.time()
+    try:
+        config = config_from_args(args)
+        from training.device import select_device
+
+        device = select_device(args.gpu_id, mixed_precision=config.mixed_precision)
+        print(f"stage {config.kind} as {config.name!r} on {device}; data {config.data}")
+        if config.kind == "shn":
+            from training.shn_loop import train
+        else:
+            from training.smplr_loop import train
+        train(config)
+    except user_errors() as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; continue with --resume", file=sys.stderr)
+        return 130
+    print(f"{config.kind} finished in {time.time() - started:.1f} s")
+    return 0

@@ -1,0 +1,177 @@
+"""The epoch driver shared by every stage: schedule, progress, validation,
+checkpoints, TensorBoard, resume.
+
+A stage (``shn_loop.SHNStage``, ``smplr_loop.SMPLRStage``) knows its models,
+data and steps; this module only runs epochs over it::
+
+    for epoch in start..epochs-1:
+        lr = learning_rate(epoch)          -> optimizer, TensorBoard
+        steps of stage.train_step(batch)   -> tqdm bar with running loss, per-step scalars
+        stage.validate(...)                -> metrics (score: lower is better)
+        best/ when the score improved; latest/ always (atomic)
+        one summary line
+
+Epochs are 0-based inside (the schedule's ``epoch``) and printed 1-based.
+The ``latest`` state stores ``epochs_done``; a resumed run starts at epoch
+``epochs_done`` with the optimiser (Adam moments, step counter) restored.
+"""
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+from training import TrainingError
+from training.checkpoints import CheckpointStore
+from training.schedules import learning_rate
+
+
+class Stage:
+    """What the driver needs from a stage. Subclasses fill in the methods.
+
+    Attributes set by subclasses: ``config`` (StageConfig), ``optimizer``
+    (a built Keras optimizer), ``logger`` (set by the driver).
+    """
+    config = None
+    optimizer = None
+    logger = None
+
+    def model_objects(self):
+        """dict name -> trackable of the trained model parts (what ``best`` holds)."""
+        raise NotImplementedError
+
+    def finetune(self):
+        """Load the ``--finetune`` checkpoints into the models (fresh runs only)."""
+
+    def steps(self, epoch):
+        """Training steps in 0-based ``epoch``."""
+        raise NotImplementedError
+
+    def train_batches(self, epoch):
+        """An iterable of at least ``steps(epoch)`` training batches."""
+        raise NotImplementedError
+
+    def train_step(self, batch):
+        """One optimisation step; dict of scalar floats ('loss' first, for the bar)."""
+        raise NotImplementedError
+
+    def validate(self, epoch, step):
+        """Validation metrics dict (floats) with 'score' (lower is better)."""
+        raise NotImplementedError
+
+    def summary_fields(self):
+        """Validation metric names shown on the summary line."""
+        return ("score",)
+
+
+def set_seeds(seed):
+    """Python, NumPy and TensorFlow seeds (``--seed``)."""
+    import keras
+
+    keras.utils.set_random_seed(int(seed))
+
+
+def _json_float(value):
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def run(stage):
+    """Train ``stage`` to ``config.epochs`` epochs; returns the final state dict."""
+    from tqdm import tqdm
+
+    from training.summaries import SummaryLogger
+
+    config = stage.config
+    store = CheckpointStore(config.tmp, config.name)
+    resume_state = store.prepare(resume=config.resume, overwrite=config.overwrite,
+                                 log_dir=config.log_dir)
+    objects = stage.model_objects()
+    with_optimizer = dict(objects, optimizer=stage.optimizer)
+    if resume_state is not None:
+        if resume_state.get("kind") != config.kind:
+            raise TrainingError(f"cannot resume {config.name!r}: it is a {resume_state.get('kind')!r} "
+                                f"run, not {config.kind!r}")
+        store.restore("latest", with_optimizer)
+        start = int(resume_state["epochs_done"])
+        best = resume_state.get("best")
+        best = math.inf if best is None else float(best)
+        best_epoch = resume_state.get("best_epoch")
+        history = list(resume_state.get("history", []))
+        print(f"resuming {config.name!r} after epoch {start} of {config.epochs} "
+              f"(best score {best:.4g} at epoch {best_epoch}); next learning rate "
+              f"{learning_rate(start, config.lr0, config.lr_centre):.6g}")
+    else:
+        stage.finetune()
+        start, best, best_epoch, history = 0, math.inf, None, []
+    if start >= config.epochs:
+        print(f"{config.name!r} has already trained {start} epochs (--epochs {config.epochs}): nothing to do")
+        return resume_state
+
+    stage.logger = logger = SummaryLogger(config.log_dir)
+    print(f"checkpoints: {store.dir}\nTensorBoard: {config.log_dir}")
+    state = resume_state or {}
+    for epoch in range(start, config.epochs):
+        started = time.time()
+        lr = learning_rate(epoch, config.lr0, config.lr_centre)
+        stage.optimizer.learning_rate = lr
+        steps = stage.steps(epoch)
+        bar = tqdm(total=steps, desc=f"{config.name} {epoch + 1}/{config.epochs}", unit="step",
+                   leave=False, dynamic_ncols=True, file=sys.stdout, mininterval=1.0)
+        sums, count = {}, 0
+        for batch in stage.train_batches(epoch):
+            if count >= steps:
+                break
+            values = stage.train_step(batch)
+            count += 1
+            step = int(stage.optimizer.iterations.numpy())
+            for key, value in values.items():
+                if not math.isfinite(value):
+                    bar.close()
+                    raise TrainingError(f"{config.name}: training {key} became {value} at epoch "
+                                        f"{epoch + 1}, step {count} (try a lower --lr)")
+                sums[key] = sums.get(key, 0.0) + value
+                logger.scalar(f"train/{key}", value, step)
+            logger.scalar("train/learning_rate", lr, step)
+            bar.set_postfix(loss=f"{sums['loss'] / count:.4g}", refresh=False)
+            bar.update(1)
+        bar.close()
+        if count == 0:
+            raise TrainingError(f"{config.name}: no training batch in epoch {epoch + 1} "
+                                f"({config.data / config.train_list} gives fewer samples than a batch?)")
+        train = {key: value / count for key, value in sums.items()}
+        step = int(stage.optimizer.iterations.numpy())
+        metrics = stage.validate(epoch, step)
+        logger.scalars({k: v for k, v in metrics.items() if k != "score"}, step, "val/")
+        logger.scalar("epoch/learning_rate", lr, epoch + 1)
+        improved = metrics["score"] < best
+        if improved:
+            best, best_epoch = float(metrics["score"]), epoch + 1
+        history.append({"epoch": epoch + 1, "lr": lr, "steps": count,
+                        "train": {k: _json_float(v) for k, v in train.items()},
+                        "val": {k: _json_float(v) for k, v in metrics.items()}})
+        state = {"kind": config.kind, "name": config.name, "epochs_done": epoch + 1,
+                 "global_step": step, "best": _json_float(best), "best_epoch": best_epoch,
+                 "lr_last": lr, "lr_next": learning_rate(epoch + 1, config.lr0, config.lr_centre),
+                 "config": config.to_json(), "history": history}
+        if improved:
+            store.save("best", objects, state)
+        store.save("latest", with_optimizer, state)
+        logger.flush()
+        shown = " ".join(f"{k}={metrics[k]:.4g}" for k in stage.summary_fields() if k in metrics)
+        print(f"{config.name} epoch {epoch + 1}/{config.epochs}: lr={lr:.3g} steps={count} "
+              f"loss={train['loss']:.4g} | val {shown}{' *best*' if improved else ''} "
+              f"| {time.time() - started:.1f}s", flush=True)
+        if config.exit_after_epoch is not None and epoch + 1 >= config.exit_after_epoch:
+            logger.flush()
+            sys.stdout.flush()
+            os._exit(3)  # simulated crash for the resume test: no clean-up at all
+    logger.close()
+    print(f"{config.name}: done, best score {best:.4g} at epoch {best_epoch} -> {store.dir / 'best'}")
+    return state
+
+
+def mean_of(values):
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else float("nan")
