@@ -1,0 +1,27 @@
+"""Files -> tensors: CLOTH3D-format reading, the f * 2.5 / z_root crop,
+consistent augmentation and the tf.data pipelines.
+
+Importing this package does not import TensorFlow; `shn_dataset` and
+`smplr_dataset` (in `DataReader.pipelines`) load it when first used.
+
+Public API:
+    CLOTH3DReader(frames_root).load("SEQ/NNNN.png") -> dict of NumPy arrays
+    SMPLRArrays.from_list(frames_root, list_file), .concatenate(...)
+    shn_dataset(frames_root, list_file, batch_size, training, augmentation=1, seed=None,
+                voc_dir=None, occluder_dir=None, flip=False)
+    smplr_dataset(arrays, batch_size, training, noise=None, seed=None)
+    NOISE_SIGMA (123,), add_point_noise(points, uniform_draw)
+    CLOTH3DError, EmptyMaskError
+"""
+from .augment import NOISE_SIGMA, FrameAugmenter, add_point_noise
+from .cloth3d import CLOTH3DError, CLOTH3DReader, EmptyMaskError, SMPLRArrays, read_list
+
+__all__ = ["CLOTH3DError", "CLOTH3DReader", "EmptyMaskError", "FrameAugmenter", "NOISE_SIGMA",
+           "SMPLRArrays", "add_point_noise", "read_list", "shn_dataset", "smplr_dataset"]
+
+
+def __getattr__(name):
+    if name in ("shn_dataset", "smplr_dataset"):
+        from . import pipelines
+        return getattr(pipelines, name)
+    raise AttributeError(f"module 'DataReader' has no attribute {name!r}")

@@ -1,0 +1,230 @@
+"""tf.data input pipelines: images for the SHN, in-memory arrays for the SMPLR stages.
+
+SHN: list file -> ground truth of every line read once (each sequence's .mat
+files once) -> parallel load of the frames (decode, crop with any geometric
+augmentation folded into the one warp, appearance augmentation) -> per-image
+standardisation (+ image noise) -> batch -> prefetch.
+
+SMPLR: all points / rotations / shapes in memory -> shuffle -> batch -> the
+SPEC input noise on the fly.
+
+Randomness: every sample gets its own seed pair from
+`tf.data.Dataset.random(seed)`, zipped with the (seeded) shuffled indices,
+so the same `seed` gives the same batches however many threads load them,
+and every epoch of a repeated dataset draws new augmentations.
+"""
+import numpy as np
+import tensorflow as tf
+
+from .augment import IMAGE_NOISE_PROB, IMAGE_NOISE_STD, FrameAugmenter, add_point_noise
+from .cloth3d import (CROP_SIZE_PX, NUM_JOINTS, NUM_POINTS, CLOTH3DReader, EmptyMaskError,
+                      SMPLRArrays, check_png_header, crop_rgba, read_list, read_targets, sample_dict)
+from .occlusion import OccluderBank
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+_SHN_SPEC = (("image", tf.float32, (CROP_SIZE_PX, CROP_SIZE_PX, 3)),
+             ("mask", tf.float32, (CROP_SIZE_PX, CROP_SIZE_PX, 1)),
+             ("points", tf.float32, (NUM_POINTS, 3)),
+             ("points2d", tf.float32, (NUM_POINTS, 2)),
+             ("rotations", tf.float32, (NUM_JOINTS, 3, 3)),
+             ("shape", tf.float32, (11,)),
+             ("root_camera", tf.float32, (3,)),
+             ("path", tf.string, ()),
+             ("valid", tf.bool, ()))
+
+
+def _seed_pairs(seed):
+    """An endless dataset of int64 (2,) seed pairs; a new stream every iteration."""
+    return tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+
+
+def _numpy_rng(seed_pair):
+    return np.random.default_rng([int(s) & 0xFFFFFFFFFFFFFFFF for s in seed_pair])
+
+
+class SHNSampleLoader:
+    """Loads sample `index` of a data list with the augmentation drawn from a
+    seed pair: the NumPy half of the SHN pipeline (runs in tf.data threads).
+
+    Ground truth of all lines is read when this is built, so missing
+    sequences, .mat files, out-of-range frames and NaNs fail at once with
+    the file named; frame PNGs are checked for presence, signature and alpha.
+    """
+
+    def __init__(self, reader, lines, augmenter=None):
+        self.reader, self.lines, self.augmenter = reader, list(lines), augmenter
+        self.targets = read_targets(reader, self.lines, progress=True)
+        for line in self.lines:
+            path = reader.frame_path(line)
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: frame not found")
+            check_png_header(path)
+
+    def __len__(self):
+        return len(self.lines)
+
+    def load(self, index, seed_pair=None):
+        """Sample `index` as the reader's dict (+ 'valid': False for a skipped empty mask)."""
+        line = self.lines[int(index)]
+        targets = self.targets[int(index)]
+        rng = _numpy_rng(seed_pair) if (self.augmenter is not None and seed_pair is not None) else None
+        if rng is not None:
+            targets = self.augmenter.geometry(targets, rng)
+        try:
+            rgba = self.reader.read_frame(line)
+        except EmptyMaskError as error:
+            self.reader.count_empty_mask(error)
+            sample = sample_dict(np.zeros((targets.size, targets.size, 3), np.float32),
+                                 np.zeros((targets.size, targets.size, 1), np.float32), targets,
+                                 self.reader.frame_path(line))
+            sample["valid"] = False
+            return sample
+        image, mask = crop_rgba(rgba, targets.crop_from_image, targets.size)
+        if rng is not None:
+            image = self.augmenter.appearance(image, mask, rng)
+        sample = sample_dict(image, mask, targets, self.reader.frame_path(line))
+        sample["valid"] = True
+        return sample
+
+    def _load_tuple(self, index, seed_pair):
+        sample = self.load(index, seed_pair)
+        return tuple(np.asarray(sample[key], dtype=np.bool_ if key == "valid" else None)
+                     if key != "path" else np.bytes_(str(sample[key]).encode())
+                     for key, _, _ in _SHN_SPEC)
+
+    def tf_load(self, index, seed_pair):
+        """Graph wrapper: (index, seed pair) -> dict of tensors with static shapes."""
+        outputs = tf.numpy_function(self._load_tuple, [index, seed_pair],
+                                    [dtype for _, dtype, _ in _SHN_SPEC], name="load_cloth3d_frame")
+        return {key: tf.ensure_shape(value, shape)
+                for (key, _, shape), value in zip(_SHN_SPEC, outputs)}
+
+
+def standardize_image(image, noise_seed=None, noise_prob=IMAGE_NOISE_PROB, noise_std=IMAGE_NOISE_STD):
+    """Per-image standardisation (zero mean, unit variance) of image (H, W, 3);
+    with `noise_seed` (2,), adds N(0, noise_std) noise with probability noise_prob."""
+    image = tf.image.per_image_standardization(image)
+    if noise_seed is not None:
+        seeds = tf.random.experimental.stateless_split(noise_seed, 2)
+        apply = tf.random.stateless_uniform([], seeds[0]) < noise_prob
+        image = tf.cond(apply,
+                        lambda: image + tf.random.stateless_normal(tf.shape(image), seeds[1], stddev=noise_std),
+                        lambda: image)
+    return image
+
+
+def shn_dataset(frames_root, list_file, batch_size, training, augmentation=1, seed=None,
+                voc_dir=None, occluder_dir=None, flip=False, shuffle=None,
+                drop_remainder=None, num_parallel_calls=AUTOTUNE):
+    """The SHN's tf.data pipeline over a CLOTH3D-format frames root.
+
+    Args:
+        frames_root: folder of sequence folders (real CLOTH3D, synthetic, or yours).
+        list_file: data list, one `SEQ/NNNN.png` per line.
+        batch_size: samples per batch.
+        training: shuffle and augment (else: list order, no augmentation).
+        augmentation: 0 none, 1 standard (rotation +-0.15 rad, colour, noise),
+            2 synthetic occlusion, 3 both (training only).
+        seed: int for reproducible shuffling and augmentation, or None.
+        voc_dir: Pascal VOC 2012 folder for modes 2/3; occluder_dir: any
+            folder of images (either one, or both, is needed for modes 2/3).
+        flip: random horizontal flips with mirrored points and pose (training only).
+        shuffle / drop_remainder: default to `training`.
+
+    Returns a finite dataset (one pass over the list; `.repeat()` it for more)
+    of dicts: image (B, 256, 256, 3) float32 standardised, mask (B, 256, 256, 1)
+    0..1, points (B, 41, 3) metres, points2d (B, 41, 2) crop pixels,
+    rotations (B, 24, 3, 3), shape (B, 11), root_camera (B, 3) metres, path (B,).
+    Frames with an empty mask are skipped with a counted warning.
+    """
+    occluders = OccluderBank.from_options(voc_dir, occluder_dir)
+    augmenter = FrameAugmenter(augmentation, flip=flip, occluders=occluders)  # checks the mode
+    if not training or (augmentation == 0 and not flip):
+        augmenter = None
+    shuffle = training if shuffle is None else shuffle
+    drop_remainder = training if drop_remainder is None else drop_remainder
+    loader = SHNSampleLoader(CLOTH3DReader(frames_root), read_list(list_file), augmenter)
+
+    indices = tf.data.Dataset.range(len(loader))
+    if shuffle:
+        indices = indices.shuffle(len(loader), seed=seed, reshuffle_each_iteration=True)
+    image_noise = augmenter is not None and augmenter.image_noise
+
+    def finish(sample):
+        sample = dict(sample)
+        del sample["valid"]
+        noise_seed = tf.random.experimental.stateless_fold_in(sample.pop("seed"), 7) if image_noise else None
+        sample["image"] = standardize_image(sample["image"], noise_seed)
+        return sample
+
+    def with_seed(index, seed_pair):
+        sample = loader.tf_load(index, seed_pair)
+        sample["seed"] = seed_pair
+        return sample
+
+    dataset = tf.data.Dataset.zip(indices, _seed_pairs(seed))
+    dataset = dataset.map(with_seed, num_parallel_calls=num_parallel_calls, deterministic=True)
+    dataset = dataset.filter(lambda sample: sample["valid"])
+    dataset = dataset.map(finish, num_parallel_calls=num_parallel_calls, deterministic=True)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    dataset = dataset.prefetch(AUTOTUNE)
+    dataset.loader = loader  # for inspection (e.g. loader.reader.empty_masks_skipped)
+    return dataset
+
+
+def smplr_dataset(arrays, batch_size, training, noise=None, seed=None, shuffle=None,
+                  drop_remainder=None, bone_template=None):
+    """The SMPLR stages' pipeline over in-memory `SMPLRArrays`.
+
+    Args:
+        arrays: `SMPLRArrays` (e.g. `SMPLRArrays.from_list(...)`, concatenated
+            with the synthetic generator's samples).
+        batch_size: samples per batch.
+        training: shuffle (and, by default, add noise and drop the last partial batch).
+        noise: add the SPEC input noise to `noisy_points`; defaults to `training`.
+        seed: int for reproducible shuffling and noise, or None.
+        bone_template: optional (42,) bone lengths; when given, batches also hold
+            `bones` (B, 41) and `normals` (B, 123) of the noisy points
+            (`smpl.kinematics.bone_features` / `normal_features`).
+
+    Returns a finite dataset of dicts: points (B, 41, 3) clean, noisy_points
+    (B, 41, 3), rotations (B, 24, 3, 3), shape (B, 11). Arrays are embedded in
+    the graph, so they must stay under 2 GB (about 1.4 M samples).
+    """
+    if not isinstance(arrays, SMPLRArrays):
+        raise TypeError(f"smplr_dataset needs SMPLRArrays, got {type(arrays).__name__}")
+    if len(arrays) == 0:
+        raise ValueError("smplr_dataset: no samples")
+    noise = training if noise is None else noise
+    shuffle = training if shuffle is None else shuffle
+    drop_remainder = training if drop_remainder is None else drop_remainder
+    dataset = tf.data.Dataset.from_tensor_slices(
+        {"points": arrays.points.astype(np.float32), "rotations": arrays.rotations.astype(np.float32),
+         "shape": arrays.shape.astype(np.float32)})
+    if shuffle:
+        dataset = dataset.shuffle(len(arrays), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+
+    def add_noise(batch, seed_pair):
+        batch = dict(batch)
+        draw = tf.random.stateless_uniform(tf.shape(batch["points"]), seed_pair, -0.5, 0.5)
+        batch["noisy_points"] = add_point_noise(batch["points"], draw)
+        return batch
+
+    def without_noise(batch):
+        return dict(batch, noisy_points=batch["points"])
+
+    if noise:
+        dataset = tf.data.Dataset.zip(dataset, _seed_pairs(seed)).map(add_noise, num_parallel_calls=AUTOTUNE)
+    else:
+        dataset = dataset.map(without_noise)
+    if bone_template is not None:
+        from smpl import kinematics
+        template = np.asarray(bone_template, np.float32)
+
+        def add_features(batch):
+            return dict(batch, bones=kinematics.bone_features(batch["noisy_points"], template),
+                        normals=kinematics.normal_features(batch["noisy_points"]))
+        dataset = dataset.map(add_features, num_parallel_calls=AUTOTUNE)
+    return dataset.prefetch(AUTOTUNE)
