@@ -19,6 +19,7 @@ import numpy as np
 
 from . import camera
 from .cloth3d import apply_affine, compose_affine
+from .occlusion import random_occlusion
 
 AUGMENTATION_MODES = (0, 1, 2, 3)
 
@@ -239,7 +240,6 @@ class FrameAugmenter:
 
     def appearance(self, image, mask, rng):
         if self.occlusion:
-            from .occlusion import random_occlusion
             image = random_occlusion(image, mask, self.occluders, rng)
         if self.standard:
             image = color_jitter(image, rng)

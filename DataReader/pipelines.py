@@ -151,22 +151,23 @@ def shn_dataset(frames_root, list_file, batch_size, training, augmentation=1, se
         indices = indices.shuffle(len(loader), seed=seed, reshuffle_each_iteration=True)
     image_noise = augmenter is not None and augmenter.image_noise
 
-    def finish(sample):
-        sample = dict(sample)
-        del sample["valid"]
-        noise_seed = tf.random.experimental.stateless_fold_in(sample.pop("seed"), 7) if image_noise else None
-        sample["image"] = standardize_image(sample["image"], noise_seed)
-        return sample
-
-    def with_seed(index, seed_pair):
+    def load(index, seed_pair):
         sample = loader.tf_load(index, seed_pair)
         sample["seed"] = seed_pair
         return sample
 
+    def standardize(sample):
+        sample = dict(sample)
+        del sample["valid"]
+        seed_pair = sample.pop("seed")
+        noise_seed = tf.random.experimental.stateless_fold_in(seed_pair, 1) if image_noise else None
+        sample["image"] = standardize_image(sample["image"], noise_seed)
+        return sample
+
     dataset = tf.data.Dataset.zip(indices, _seed_pairs(seed))
-    dataset = dataset.map(with_seed, num_parallel_calls=num_parallel_calls, deterministic=True)
+    dataset = dataset.map(load, num_parallel_calls=num_parallel_calls, deterministic=True)
     dataset = dataset.filter(lambda sample: sample["valid"])
-    dataset = dataset.map(finish, num_parallel_calls=num_parallel_calls, deterministic=True)
+    dataset = dataset.map(standardize, num_parallel_calls=num_parallel_calls, deterministic=True)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     dataset = dataset.prefetch(AUTOTUNE)
     dataset.loader = loader  # for inspection (e.g. loader.reader.empty_masks_skipped)

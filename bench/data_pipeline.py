@@ -95,13 +95,18 @@ def original_style_dataset(frames_root, list_file, batch_size, seed):
 
 
 def crops_per_second(dataset, crops):
-    """Crops per second over `crops` crops after one warm-up batch."""
+    """(crops per second, CPU milliseconds per crop) over `crops` crops after
+    one warm-up batch. CPU time counts every thread of this process, so it is
+    less sensitive than wall time to other load on the machine."""
     iterator = iter(dataset.repeat())
     next(iterator)
-    start, count = time.perf_counter(), 0
+    start, cpu_start, count = time.perf_counter(), time.process_time(), 0
     while count < crops:
-        count += int(next(iterator)[0 if isinstance(dataset.element_spec, tuple) else "image"].shape[0])
-    return count / (time.perf_counter() - start)
+        batch = next(iterator)
+        count += int((batch["image"] if isinstance(batch, dict) else batch[0]).shape[0])
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    del iterator
+    return count / wall, 1000.0 * cpu / count
 
 
 def main():
@@ -115,26 +120,29 @@ def main():
     list_file = args.list or str(Path(args.frames_root) / "train.txt")
 
     pipelines = {
-        "baseline (original: .mat per frame, float crop)": lambda: original_style_dataset(
+        "baseline: original (.mat per frame, float crop)": lambda: original_style_dataset(
             args.frames_root, list_file, BATCH_SIZE, seed=0),
         "DataReader.shn_dataset, augmentation 1": lambda: DataReader.shn_dataset(
             args.frames_root, list_file, BATCH_SIZE, training=True, augmentation=1, seed=0),
     }
     datasets = {name: make() for name, make in pipelines.items()}
     rates = {name: [] for name in pipelines}
+    cpu_ms = {name: [] for name in pipelines}
     for _ in range(args.rounds):
         for name, dataset in datasets.items():
-            rates[name].append(crops_per_second(dataset, args.crops))
+            rate, cpu = crops_per_second(dataset, args.crops)
+            rates[name].append(rate)
+            cpu_ms[name].append(cpu)
 
     print(f"SHN input pipeline, batch {BATCH_SIZE}, {os.cpu_count()} CPU cores, "
           f"{args.crops} crops x {args.rounds} rounds ({args.frames_root})")
-    print(f"| {'pipeline':<50} | crops/s (median) | min..max | vs baseline |")
-    print(f"|{'-' * 52}|------------------|----------|-------------|")
+    print(f"| {'pipeline':<48} | crops/s (median) | min..max | CPU ms/crop | vs baseline |")
+    print(f"|{'-' * 50}|------------------|----------|-------------|-------------|")
     baseline = float(np.median(next(iter(rates.values()))))
     for name, values in rates.items():
         median = float(np.median(values))
-        print(f"| {name:<50} | {median:16.1f} | {min(values):.0f}..{max(values):.0f} | "
-              f"{median / baseline:10.2f}x |")
+        print(f"| {name:<48} | {median:16.1f} | {min(values):4.0f}..{max(values):<4.0f}| "
+              f"{np.median(cpu_ms[name]):11.1f} | {median / baseline:10.2f}x |")
 
 
 if __name__ == "__main__":

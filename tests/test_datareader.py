@@ -276,6 +276,31 @@ def test_occlusion_from_a_folder(tmp_path):
     np.testing.assert_array_equal(pasted[:10], 100.0)
 
 
+def test_occluders_from_a_voc_layout(tmp_path):
+    """VOC occluders: images without persons (label -1), one object of the
+    SegmentationObject colours, never the background or the outline colour."""
+    voc = tmp_path / "VOCdevkit" / "VOC2012"
+    for sub in ("ImageSets/Main", "JPEGImages", "SegmentationObject"):
+        (voc / sub).mkdir(parents=True)
+    (voc / "ImageSets/Main/person_trainval.txt").write_text(
+        "2008_000001 -1\n2008_000002  1\n2008_000003 -1\n")
+    for name in ("2008_000001", "2008_000002", "2008_000003"):
+        cv2.imwrite(str(voc / "JPEGImages" / f"{name}.jpg"), np.full((40, 40, 3), 128, np.uint8))
+    segmentation = np.zeros((40, 40, 3), np.uint8)             # BGR
+    segmentation[5:15, 5:15] = (0, 0, 128)                    # object 1 (VOC red)
+    segmentation[20:35, 20:35] = (0, 128, 0)                  # object 2 (VOC green)
+    segmentation[4, 4:16] = (192, 224, 224)                   # outline
+    cv2.imwrite(str(voc / "SegmentationObject" / "2008_000001.png"), segmentation)
+    cv2.imwrite(str(voc / "SegmentationObject" / "2008_000002.png"), segmentation)
+    bank = occlusion.OccluderBank.from_voc(tmp_path)           # finds VOCdevkit/VOC2012
+    assert [p.name for p in bank.backgrounds] == ["2008_000001.jpg"]  # person image and unsegmented one left out
+    areas = set()
+    for seed in range(12):
+        _, mask = bank.occluder(np.random.default_rng(seed), 40)
+        areas.add(int(mask.sum()))
+    assert areas == {100, 225}
+
+
 def test_occlusion_mode_needs_a_source(tmp_path):
     with pytest.raises(ValueError, match="needs occluder images"):
         augment.FrameAugmenter(2)
@@ -382,6 +407,7 @@ def test_empty_mask_is_skipped_with_a_counted_warning(broken_root, caplog):
 def test_shn_pipeline_standardises_the_reader_crop(cloth3d_root, reader):
     dataset = DataReader.shn_dataset(cloth3d_root, cloth3d_root / "val.txt", 3, training=False)
     batch = next(iter(dataset))
+    assert set(batch) == {"image", "mask", "points", "points2d", "rotations", "shape", "root_camera", "path"}
     lines = cloth3d.read_list(cloth3d_root / "val.txt")[:3]
     for i, line in enumerate(lines):
         sample = reader.load(line)
@@ -415,10 +441,25 @@ def test_shn_pipeline_with_flip_and_occluder_folder(cloth3d_root, tmp_path):
     dataset = DataReader.shn_dataset(cloth3d_root, cloth3d_root / "val.txt", 8, training=True,
                                      augmentation=3, seed=1, occluder_dir=folder, flip=True)
     batch = next(iter(dataset))
+    assert set(batch) == {"image", "mask", "points", "points2d", "rotations", "shape", "root_camera", "path"}
     assert batch["image"].shape == (8, 256, 256, 3)
     np.testing.assert_allclose(batch["image"].numpy().mean(axis=(1, 2, 3)), 0.0, atol=0.05)
     fractions = [fraction_on_mask(p, m) for p, m in zip(batch["points2d"].numpy(), batch["mask"].numpy())]
     assert np.mean(fractions) >= 0.9
+
+
+def test_standardize_image_and_its_noise():
+    import tensorflow as tf
+    from DataReader.pipelines import standardize_image
+    image = np.random.default_rng(4).uniform(0, 255, (32, 32, 3)).astype(np.float32)
+    reference = (image - image.astype(np.float64).mean()) / image.astype(np.float64).std()
+    plain = standardize_image(tf.constant(image)).numpy()
+    np.testing.assert_allclose(plain, reference, atol=1e-5)
+    noisy = [standardize_image(tf.constant(image), tf.constant([seed, 9], tf.int64)).numpy() - plain
+             for seed in range(200)]
+    applied = [n for n in noisy if np.abs(n).max() > 0]
+    assert 0.15 < len(applied) / len(noisy) < 0.35          # probability 0.25
+    np.testing.assert_allclose(np.std(applied), augment.IMAGE_NOISE_STD, rtol=0.05)
 
 
 def test_noise_sigma_is_the_spec_table():
@@ -470,6 +511,19 @@ def test_smplr_arrays_and_dataset(cloth3d_root, reader):
     assert np.all(np.abs(noise) <= sigma + 1e-6)
     np.testing.assert_allclose(noise.std(axis=0) / (sigma / np.sqrt(3)), 1.0, atol=0.25)
     assert noise.shape[0] == 256  # 267 samples, partial batch dropped in training
+
+
+def test_smplr_dataset_bone_and_normal_features(cloth3d_root):
+    from smpl import kinematics
+    val = DataReader.SMPLRArrays.from_list(cloth3d_root, cloth3d_root / "val.txt")
+    template = kinematics.SPEC_BONE_TEMPLATE
+    batch = next(iter(DataReader.smplr_dataset(val, 8, training=True, seed=0, bone_template=template)))
+    noisy = batch["noisy_points"].numpy().astype(np.float64)
+    with_root = np.concatenate([np.zeros((8, 1, 3)), noisy], axis=1)
+    vectors = with_root[:, 1:] - with_root[:, kinematics.PARENTS[1:]]
+    lengths = np.linalg.norm(vectors, axis=-1)
+    np.testing.assert_allclose(batch["bones"].numpy(), lengths - template[1:], atol=1e-5)
+    np.testing.assert_allclose(batch["normals"].numpy(), (vectors / lengths[..., None]).reshape(8, 123), atol=1e-5)
 
 
 def test_importing_datareader_does_not_need_tensorflow():
