@@ -1,9 +1,9 @@
 """A built-in sampler of plausible, smooth SMPL pose sequences (axis-angle, radians).
 
-Each sequence interpolates between random key poses. A key pose starts from a
-relaxed standing pose (arms down, elbows and knees slightly bent) and moves
-every joint a random fraction of the way towards a uniform sample inside that
-joint's limits (`JOINT_LIMITS`), so knees and elbows bend one way only,
+Each sequence interpolates between random key poses. A key pose is a relaxed
+standing pose (arms down, elbows and knees slightly bent) plus normal
+deviations scaled to each joint's limits and clipped to them
+(`JOINT_LIMITS`), so knees and elbows bend one way only,
 spines and necks bend a little, shoulders and hips have wide ranges. Keys are
 15..40 frames apart and joined by monotone cubic (PCHIP) interpolation, which
 is smooth and never leaves the range of its keys, hence never the limits.
@@ -34,35 +34,38 @@ _LIMITS = {
     1: ((-1.3, 0.4), (-0.4, 0.4), (-0.15, 0.6)),    # left hip: flexion -x, abduction +z
     2: ((-1.3, 0.4), (-0.4, 0.4), (-0.6, 0.15)),    # right hip
     3: ((-0.2, 0.5), (-0.3, 0.3), (-0.2, 0.2)),     # spine1: forward bend +x
-    4: ((0.0, 2.0), (-0.05, 0.05), (-0.05, 0.05)),  # left knee: flexion +x only
-    5: ((0.0, 2.0), (-0.05, 0.05), (-0.05, 0.05)),  # right knee
+    4: ((0.0, 2.0), (-0.4, 0.3), (-0.25, 0.05)),   # left knee: flexion +x only
+    5: ((0.0, 2.0), (-0.3, 0.4), (-0.05, 0.25)),   # right knee
     6: ((-0.1, 0.3), (-0.2, 0.2), (-0.1, 0.1)),     # spine2
-    7: ((-0.4, 0.5), (-0.2, 0.2), (-0.2, 0.2)),     # left ankle
-    8: ((-0.4, 0.5), (-0.2, 0.2), (-0.2, 0.2)),     # right ankle
+    7: ((-0.4, 0.5), (-0.4, 0.4), (-0.4, 0.4)),     # left ankle
+    8: ((-0.4, 0.5), (-0.4, 0.4), (-0.4, 0.4)),     # right ankle
     9: ((-0.1, 0.3), (-0.2, 0.2), (-0.1, 0.1)),     # spine3
-    10: ((-0.2, 0.3), (-0.1, 0.1), (-0.1, 0.1)),    # left foot (toes)
-    11: ((-0.2, 0.3), (-0.1, 0.1), (-0.1, 0.1)),    # right foot
-    12: ((-0.3, 0.4), (-0.4, 0.4), (-0.2, 0.2)),    # neck
-    13: ((-0.1, 0.1), (-0.15, 0.15), (-0.3, 0.2)),  # left collar
-    14: ((-0.1, 0.1), (-0.15, 0.15), (-0.2, 0.3)),  # right collar
+    10: ((-0.5, 0.3), (-0.3, 0.3), (-0.3, 0.3)),    # left foot (toes)
+    11: ((-0.5, 0.3), (-0.3, 0.3), (-0.6, 0.3)),    # right foot
+    12: ((-0.45, 0.5), (-0.4, 0.4), (-0.2, 0.2)),   # neck
+    13: ((-0.15, 0.15), (-0.55, 0.2), (-0.7, 0.1)),  # left collar: lowers the shoulder -z
+    14: ((-0.15, 0.15), (-0.2, 0.55), (-0.1, 0.7)),  # right collar
     15: ((-0.3, 0.4), (-0.5, 0.5), (-0.2, 0.2)),    # head
     16: ((-0.5, 0.5), (-1.2, 0.6), (-1.4, 0.5)),    # left shoulder: forward -y, down -z
     17: ((-0.5, 0.5), (-0.6, 1.2), (-0.5, 1.4)),    # right shoulder: forward +y, down +z
-    18: ((-0.3, 0.3), (-2.3, 0.0), (-0.05, 0.05)),  # left elbow: flexion -y only
-    19: ((-0.3, 0.3), (0.0, 2.3), (-0.05, 0.05)),   # right elbow: flexion +y only
-    20: ((-0.5, 0.5), (-0.3, 0.3), (-0.5, 0.5)),    # left wrist
-    21: ((-0.5, 0.5), (-0.3, 0.3), (-0.5, 0.5)),    # right wrist
-    22: ((-0.2, 0.2), (-0.2, 0.2), (-0.2, 0.2)),    # left hand
-    23: ((-0.2, 0.2), (-0.2, 0.2), (-0.2, 0.2)),    # right hand
+    18: ((-1.1, 0.4), (-2.3, 0.0), (-0.3, 0.5)),    # left elbow: flexion -y only
+    19: ((-1.1, 0.4), (0.0, 2.3), (-0.5, 0.3)),     # right elbow: flexion +y only
+    20: ((-0.85, 0.6), (-0.55, 0.3), (-0.5, 0.5)),  # left wrist
+    21: ((-0.85, 0.6), (-0.3, 0.55), (-0.5, 0.5)),  # right wrist
+    22: ((-0.45, 0.2), (-0.3, 0.2), (-0.45, 0.1)),  # left hand
+    23: ((-0.45, 0.2), (-0.2, 0.3), (-0.1, 0.45)),  # right hand
 }
 for _joint, _axes in _LIMITS.items():
     JOINT_LIMITS[_joint] = _axes
 
 #: A relaxed standing pose (24, 3): arms down by the sides, slight bends.
 RELAXED_POSE = np.zeros((NUM_JOINTS, 3))
-RELAXED_POSE[4, 0] = RELAXED_POSE[5, 0] = 0.1        # knees
-RELAXED_POSE[16, 2], RELAXED_POSE[17, 2] = -1.1, 1.1  # arms down
-RELAXED_POSE[18, 1], RELAXED_POSE[19, 1] = -0.2, 0.2  # elbows
+RELAXED_POSE[[1, 2], 0] = -0.2                        # hips slightly flexed
+RELAXED_POSE[[4, 5], 0] = 0.3                         # knees
+RELAXED_POSE[3, 0] = 0.1                              # spine1
+RELAXED_POSE[13, 2], RELAXED_POSE[14, 2] = -0.3, 0.3  # collars
+RELAXED_POSE[16, 2], RELAXED_POSE[17, 2] = -0.9, 0.9  # arms down
+RELAXED_POSE[18, 1], RELAXED_POSE[19, 1] = -0.5, 0.5  # elbows
 
 #: Largest lean of the body from vertical (radians) about its x and z axes.
 MAX_LEAN = (0.15, 0.1)
@@ -75,12 +78,14 @@ BODY_TO_WORLD = Rotation.from_rotvec([np.pi / 2, 0.0, 0.0])  # SMPL y-up -> worl
 def sample_key_pose(rng):
     """One random body pose (24, 3) axis-angle within `JOINT_LIMITS`; joint 0 is zero.
 
-    rng: numpy Generator. The amount of motion ("activity", 0.2..1) is drawn
-    per key pose, so some keys stay near `RELAXED_POSE` and some move a lot.
+    rng: numpy Generator. Each component is `RELAXED_POSE` plus a normal draw
+    with a standard deviation of `activity` x half its limit range, clipped
+    to the limits; the activity (0.2..0.8) is drawn per key pose, so some keys
+    stay near the relaxed pose and some move a lot.
     """
-    target = rng.uniform(JOINT_LIMITS[..., 0], JOINT_LIMITS[..., 1])
-    activity = rng.uniform(0.2, 1.0)
-    pose = RELAXED_POSE + activity * (target - RELAXED_POSE)
+    activity = rng.uniform(0.2, 0.8)
+    half_range = 0.5 * (JOINT_LIMITS[..., 1] - JOINT_LIMITS[..., 0])
+    pose = RELAXED_POSE + activity * half_range * rng.standard_normal((NUM_JOINTS, 3))
     pose = np.clip(pose, JOINT_LIMITS[..., 0], JOINT_LIMITS[..., 1])
     pose[0] = 0.0
     return pose

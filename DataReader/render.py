@@ -15,6 +15,7 @@ nearest surface (`np.minimum.at` on a depth buffer, a real z-buffer: the
 result does not depend on triangle order). Depth and attributes are
 interpolated perspective-correctly (linear in 1/z on the screen).
 """
+import cv2
 import numpy as np
 
 #: Triangles with a vertex nearer than this (metres) are dropped (no clipping).
@@ -35,6 +36,27 @@ def rasterize(points_px, depth, faces, height, width):
     face's three vertices (zeros where empty), and depth (H, W) float32 metres
     (inf where empty).
     """
+    pix, face, z, bary = fragments(points_px, depth, faces, height, width)
+    num_pixels = height * width
+    zbuffer = np.full(num_pixels, np.inf)
+    face_index = np.full(num_pixels, -1, np.int32)
+    barycentric = np.zeros((num_pixels, 3), np.float32)
+    # The z-buffer: nearest depth per pixel, then the fragment that reached it.
+    np.minimum.at(zbuffer, pix, z)
+    winner = z == zbuffer[pix]
+    face_index[pix[winner]] = face[winner]
+    barycentric[pix[winner]] = bary[winner]
+    return (face_index.reshape(height, width), barycentric.reshape(height, width, 3),
+            zbuffer.astype(np.float32).reshape(height, width))
+
+
+def fragments(points_px, depth, faces, height, width):
+    """Every (pixel centre, triangle) pair where the triangle covers the centre.
+
+    Arguments as for `rasterize`. Returns flat pixel index (N,) int64
+    (row * width + column), face index (N,) int64, depth (N,) float64 metres
+    and perspective-correct barycentrics (N, 3) float32; no depth test.
+    """
     points_px = np.asarray(points_px, np.float64)
     depth = np.asarray(depth, np.float64)
     faces = np.asarray(faces, np.int64)
@@ -44,27 +66,19 @@ def rasterize(points_px, depth, faces, height, width):
     if faces.ndim != 2 or faces.shape[1] != 3:
         raise ValueError(f"rasterize: faces must be (F, 3), got {faces.shape}")
 
-    num_pixels = height * width
-    zbuffer = np.full(num_pixels, np.inf)
-    face_index = np.full(num_pixels, -1, np.int32)
-    barycentric = np.zeros((num_pixels, 3), np.float32)
-
     tri_xy = points_px[faces]  # (F, 3, 2)
     tri_z = depth[faces]       # (F, 3)
-    keep = np.all(tri_z > NEAR_PLANE_M, axis=1) & np.all(np.isfinite(tri_xy), axis=(1, 2))
-    # Pixel centres (j + 0.5) inside the bounding box: j in [ceil(min - 0.5), floor(max - 0.5)].
-    col_lo = np.ceil(tri_xy[..., 0].min(1) - 0.5)
-    col_hi = np.floor(tri_xy[..., 0].max(1) - 0.5)
-    row_lo = np.ceil(tri_xy[..., 1].min(1) - 0.5)
-    row_hi = np.floor(tri_xy[..., 1].max(1) - 0.5)
     with np.errstate(invalid="ignore"):
-        col_lo, row_lo = np.maximum(col_lo, 0), np.maximum(row_lo, 0)
-        col_hi, row_hi = np.minimum(col_hi, width - 1), np.minimum(row_hi, height - 1)
+        keep = np.all(tri_z > NEAR_PLANE_M, axis=1) & np.all(np.isfinite(tri_xy), axis=(1, 2))
+        # Pixel centres (j + 0.5) inside the bounding box: j in [ceil(min - 0.5), floor(max - 0.5)].
+        col_lo = np.maximum(np.ceil(tri_xy[..., 0].min(1) - 0.5), 0)
+        col_hi = np.minimum(np.floor(tri_xy[..., 0].max(1) - 0.5), width - 1)
+        row_lo = np.maximum(np.ceil(tri_xy[..., 1].min(1) - 0.5), 0)
+        row_hi = np.minimum(np.floor(tri_xy[..., 1].max(1) - 0.5), height - 1)
         keep &= (col_hi >= col_lo) & (row_hi >= row_lo)
     ids = np.nonzero(keep)[0]
     if ids.size == 0:
-        return (face_index.reshape(height, width), barycentric.reshape(height, width, 3),
-                zbuffer.astype(np.float32).reshape(height, width))
+        return (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros((0, 3), np.float32))
     col_lo, row_lo = col_lo[ids].astype(np.int64), row_lo[ids].astype(np.int64)
     box_w = col_hi[ids].astype(np.int64) - col_lo + 1
     box_h = row_hi[ids].astype(np.int64) - row_lo + 1
@@ -83,19 +97,7 @@ def rasterize(points_px, depth, faces, height, width):
             m = members[start:start + per_chunk]
             candidates.append(_test_pixels(
                 ids[m], col_lo[m], row_lo[m], box_w[m], box_h[m], dj, di, tri_xy, tri_z, width))
-
-    pix = np.concatenate([c[0] for c in candidates])
-    face = np.concatenate([c[1] for c in candidates])
-    z = np.concatenate([c[2] for c in candidates])
-    bary = np.concatenate([c[3] for c in candidates])
-
-    # The z-buffer: nearest depth per pixel, then the fragment that reached it.
-    np.minimum.at(zbuffer, pix, z)
-    winner = z == zbuffer[pix]
-    face_index[pix[winner]] = face[winner]
-    barycentric[pix[winner]] = bary[winner]
-    return (face_index.reshape(height, width), barycentric.reshape(height, width, 3),
-            zbuffer.astype(np.float32).reshape(height, width))
+    return tuple(np.concatenate([c[i] for c in candidates]) for i in range(4))
 
 
 def _test_pixels(face_ids, col_lo, row_lo, box_w, box_h, dj, di, tri_xy, tri_z, width):
@@ -172,7 +174,7 @@ def lambert(normals, albedo, light_dir, ambient=0.3):
 
 
 def render_mesh(vertices_cam, faces, vertex_rgb, focal_px, principal_point, height, width,
-                background_rgb=None):
+                background_rgb=None, antialias=4):
     """RGBA image (H, W, 4) uint8 of a mesh with per-vertex colours; alpha = coverage.
 
     vertices_cam: (V, 3) OpenCV camera coordinates, metres.
@@ -180,19 +182,76 @@ def render_mesh(vertices_cam, faces, vertex_rgb, focal_px, principal_point, heig
     `lambert`), interpolated perspective-correctly over each triangle.
     focal_px: focal length in pixels; principal_point: (2,) pixels.
     background_rgb: (H, W, 3) uint8 shown where alpha is 0 (black if None).
+    antialias: pixels on the silhouette are resampled with antialias x
+    antialias samples each (1 = off): alpha is the covered fraction and the
+    colour the mean of the covered samples (straight, not premultiplied,
+    alpha, as Blender writes PNGs). Inside the silhouette alpha is 255.
     Channels are in RGB order.
     """
     vertices_cam = np.asarray(vertices_cam, np.float64)
+    faces = np.asarray(faces, np.int64)
+    vertex_rgb = np.asarray(vertex_rgb, np.float64)
     z = vertices_cam[:, 2]
     with np.errstate(divide="ignore", invalid="ignore"):
         points_px = focal_px * vertices_cam[:, :2] / z[:, None] + np.asarray(principal_point)
     face_index, bary, _ = rasterize(points_px, z, faces, height, width)
     covered = face_index >= 0
+    rgb = np.zeros((height, width, 3))
+    colour = np.einsum("nk,nkc->nc", bary[covered].astype(np.float64), vertex_rgb[faces[face_index[covered]]])
+    rgb[covered] = colour
+    alpha = covered.astype(np.float64)
+    if antialias > 1 and covered.any():
+        _antialias_silhouette(points_px, z, faces, vertex_rgb, covered, antialias, rgb, alpha)
     rgba = np.zeros((height, width, 4), np.uint8)
     if background_rgb is not None:
         rgba[..., :3] = background_rgb
-    corner_rgb = np.asarray(vertex_rgb, np.float64)[np.asarray(faces)[face_index[covered]]]  # (N, 3, 3)
-    colour = np.einsum("nk,nkc->nc", bary[covered].astype(np.float64), corner_rgb)
-    rgba[covered, :3] = np.clip(np.rint(colour * 255.0), 0, 255).astype(np.uint8)
-    rgba[covered, 3] = 255
+    alpha_u8 = np.clip(np.rint(alpha * 255.0), 0, 255).astype(np.uint8)
+    shown = alpha_u8 > 0
+    rgba[shown, :3] = np.clip(np.rint(rgb[shown] * 255.0), 0, 255).astype(np.uint8)
+    rgba[..., 3] = alpha_u8
     return rgba
+
+
+def _antialias_silhouette(points_px, depth, faces, vertex_rgb, covered, factor, rgb, alpha):
+    """Supersamples the pixels along the silhouette (in place on rgb (H, W, 3), alpha (H, W)).
+
+    Silhouette pixels are those within one pixel of the covered region's
+    border. Only triangles whose bounding box touches one are rasterised
+    again, on a grid `factor` times finer, with a depth test per sample.
+    """
+    height, width = covered.shape
+    kernel = np.ones((3, 3), np.uint8)
+    mask = covered.astype(np.uint8)
+    edge = (cv2.dilate(mask, kernel) > 0) & ~(cv2.erode(mask, kernel) > 0)
+    # Triangles whose (pixel) bounding box holds an edge pixel: summed-area table.
+    table = np.pad(np.cumsum(np.cumsum(edge, 0), 1), ((1, 0), (1, 0)))
+    tri = points_px[faces]
+    with np.errstate(invalid="ignore"):
+        valid = np.all(np.isfinite(tri), axis=(1, 2)) & np.all(depth[faces] > NEAR_PLANE_M, axis=1)
+    tri = np.where(valid[:, None, None], tri, 0.0)
+    c0 = np.clip(np.floor(tri[..., 0].min(1)), 0, width - 1).astype(np.int64)
+    c1 = np.clip(np.floor(tri[..., 0].max(1)), 0, width - 1).astype(np.int64) + 1
+    r0 = np.clip(np.floor(tri[..., 1].min(1)), 0, height - 1).astype(np.int64)
+    r1 = np.clip(np.floor(tri[..., 1].max(1)), 0, height - 1).astype(np.int64) + 1
+    touches = valid & ((table[r1, c1] - table[r0, c1] - table[r1, c0] + table[r0, c0]) > 0)
+    selected = faces[touches]
+    if selected.size == 0:
+        return
+    pix, face, z, bary = fragments(points_px * factor, depth, selected, height * factor, width * factor)
+    fine_w = width * factor
+    parent = (pix // fine_w // factor) * width + (pix % fine_w) // factor
+    keep = edge.reshape(-1)[parent]
+    pix, face, z, bary, parent = pix[keep], face[keep], z[keep], bary[keep], parent[keep]
+    order = np.lexsort((z, pix))  # nearest fragment first within each sample
+    first = np.ones(order.size, bool)
+    first[1:] = pix[order][1:] != pix[order][:-1]
+    order = order[first]
+    sample_rgb = np.einsum("nk,nkc->nc", bary[order].astype(np.float64), vertex_rgb[selected[face[order]]])
+    count = np.bincount(parent[order], minlength=height * width)
+    sums = np.stack([np.bincount(parent[order], weights=sample_rgb[:, c], minlength=height * width)
+                     for c in range(3)], axis=1)
+    edge_flat = np.nonzero(edge.reshape(-1))[0]
+    hit = count[edge_flat] > 0
+    flat_rgb, flat_alpha = rgb.reshape(-1, 3), alpha.reshape(-1)
+    flat_alpha[edge_flat] = count[edge_flat] / float(factor * factor)
+    flat_rgb[edge_flat[hit]] = sums[edge_flat[hit]] / count[edge_flat[hit], None]

@@ -20,9 +20,10 @@ Files (checked against the real samples; names, dtypes and orientation match):
   float32, from the SMPL layer: root-centred (joints[:, 0] = 0). (The real
   files also carry `B`, a (14475, 3) array not described by SPEC and unused by
   the reader; it is not written.)
-- NNNN.png: 640x480 RGBA, row NNNN of the arrays; alpha 255 on the person and
-  0 elsewhere; outside the person the RGB is a random 0/1 grey dither, as
-  Blender leaves it in the real frames.
+- NNNN.png: 640x480 RGBA, row NNNN of the arrays; alpha 255 on the person,
+  anti-aliased along the silhouette (the covered fraction of 4x4 samples,
+  straight colour, as Blender writes), 0 elsewhere; where alpha is 0 the RGB
+  is a random 0/1 grey dither, as Blender leaves it in the real frames.
 
 World/body convention (the same as CLOTH3D++; verified on its samples). The
 world is z-up, metres. The SMPL body frame is y-up; the +90 degree rotation
@@ -37,8 +38,8 @@ which `DataReader.camera` projects into the frame (camera at camLoc looking
 along world -x). Frames are rendered from exactly these world points; the
 rasteriser samples pixel (i, j) at the centre (j + 0.5, i + 0.5) of
 `camera.project` coordinates, as Blender does. On the real samples this
-projection of the 41 ground-truth points lands on the alpha mask for 95-100%
-of points per frame.
+projection of the 41 ground-truth points lands on the alpha mask (alpha > 0)
+for 95-100% of points per frame, 100% over all sampled frames.
 
 Per sequence (all drawn from numpy's Generator seeded by (seed, sequence
 index), so a seed reproduces every array and every PNG byte for byte):
@@ -307,8 +308,9 @@ def _check_output(out_dir, num_sequences, overwrite):
     clashing = [p for p in (out_dir / "train.txt", out_dir / "val.txt") if p.exists()]
     clashing += [out_dir / f"{i:05d}" for i in range(num_sequences) if (out_dir / f"{i:05d}").exists()]
     if clashing and not overwrite:
-        raise FileExistsError(f"--out {out_dir} already holds {clashing[0].name} (and {len(clashing) - 1} "
-                              "more); pass --overwrite to replace them")
+        more = f" and {len(clashing) - 1} more" if len(clashing) > 1 else ""
+        raise FileExistsError(f"--out {out_dir} already holds {clashing[0].name}{more}; "
+                              "pass --overwrite to replace them")
 
 
 def synthesize(out_dir, num_sequences, num_frames, seed=0, smpl_dir=None, poses_file=None,
