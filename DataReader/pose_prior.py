@@ -31,8 +31,8 @@ NUM_JOINTS = 24
 #: ((x_lo, x_hi), (y_lo, y_hi), (z_lo, z_hi)). Joint 0 (global) is sampled apart.
 JOINT_LIMITS = np.zeros((NUM_JOINTS, 3, 2))
 _LIMITS = {
-    1: ((-1.3, 0.4), (-0.4, 0.4), (-0.15, 0.6)),    # left hip: flexion -x, abduction +z
-    2: ((-1.3, 0.4), (-0.4, 0.4), (-0.6, 0.15)),    # right hip
+    1: ((-1.0, 0.4), (-0.4, 0.4), (-0.15, 0.6)),    # left hip: flexion -x, abduction +z
+    2: ((-1.0, 0.4), (-0.4, 0.4), (-0.6, 0.15)),    # right hip
     3: ((-0.2, 0.5), (-0.3, 0.3), (-0.2, 0.2)),     # spine1: forward bend +x
     4: ((0.0, 2.0), (-0.4, 0.3), (-0.25, 0.05)),   # left knee: flexion +x only
     5: ((0.0, 2.0), (-0.3, 0.4), (-0.05, 0.25)),   # right knee

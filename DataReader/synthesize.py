@@ -53,6 +53,7 @@ vertex's dominant skinning joint), Lambert shading under a random directional
 light plus ambient light.
 """
 import argparse
+import io
 import logging
 import sys
 import time
@@ -263,9 +264,23 @@ def render_frame(vertices_body, faces, albedo, outward, params, t, rng):
                               camera.IMAGE_WIDTH, background_rgb=background)
 
 
+#: Fixed text of the 116-byte MAT-file header (scipy writes the current time there),
+#: so that a seed reproduces the .mat files byte for byte.
+MAT_HEADER_TEXT = b"MATLAB 5.0 MAT-file Platform: posix, Created by: DataReader.synthesize"
+
+
+def save_mat(path, arrays):
+    """scipy.io.savemat (MATLAB 5 format, as the real files) with a fixed header text."""
+    buffer = io.BytesIO()
+    scipy.io.savemat(buffer, arrays)
+    data = bytearray(buffer.getvalue())
+    data[:116] = MAT_HEADER_TEXT.ljust(116, b" ")
+    Path(path).write_bytes(bytes(data))
+
+
 def write_info(folder, params):
     """info.mat with the real files' field names, shapes and dtypes."""
-    scipy.io.savemat(str(folder / "info.mat"), {
+    save_mat(folder / "info.mat", {
         "poses": np.ascontiguousarray(params.poses.T, np.float64),           # (72, T)
         "shape": params.betas.reshape(1, NUM_BETAS).astype(np.float64),     # (1, 10)
         "gender": np.array([[params.gender]], np.int64),                     # (1, 1)
@@ -277,7 +292,7 @@ def write_info(folder, params):
 
 def write_info_body(folder, joints, landmarks, rotations):
     """info_body.mat: joints (T, 24, 3), lmarks (T, 18, 3), rotations (T, 24, 3, 3), float32."""
-    scipy.io.savemat(str(folder / "info_body.mat"), {
+    save_mat(folder / "info_body.mat", {
         "joints": joints.astype(np.float32), "lmarks": landmarks.astype(np.float32),
         "rotations": rotations.astype(np.float32)})
 
