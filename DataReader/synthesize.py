@@ -51,6 +51,12 @@ walk are redrawn until the whole body stays in the frame in every frame.
 Appearance: skin, top, bottom and shoe colours per body part (from each
 vertex's dominant skinning joint), Lambert shading under a random directional
 light plus ambient light.
+
+Library: `synthesize(out_dir, num_sequences, num_frames, seed, smpl_dir=None,
+poses_file=None, models=None, overwrite=False, progress=True)` does what the
+CLI does and returns the data lists; `write_sequence` writes one sequence;
+`load_pose_file` reads --poses files. The body model is the official SMPL when
+`smpl.find_models` finds it, else the project's open body.
 """
 import argparse
 import io
@@ -297,17 +303,86 @@ def write_info_body(folder, joints, landmarks, rotations):
         "rotations": rotations.astype(np.float32)})
 
 
-def pose_body(layer, rotations, shape):
-    """Runs the SMPL layer in batches: rotations (T, 24, 3, 3), shape (11,) ->
-    vertices (T, V, 3), joints (T, 24, 3), float64, root-centred, metres."""
-    vertices, joints = [], []
-    for start in range(0, len(rotations), SMPL_BATCH):
-        batch = rotations[start:start + SMPL_BATCH].astype(np.float32)
-        shapes = np.repeat(shape[None].astype(np.float32), len(batch), axis=0)
-        v, j = layer(batch, shapes)
-        vertices.append(np.asarray(v, np.float64))
-        joints.append(np.asarray(j, np.float64))
-    return np.concatenate(vertices), np.concatenate(joints)
+@dataclass
+class BodyModel:
+    """The SMPL layer and what rendering needs from the two models.
+
+    layer: `smpl.SMPL`; female, male: `smpl.SMPLModel`; faces (F, 3) int64;
+    landmark_ids (18,) int64; outward: {gender: +1 or -1}, the sign that makes
+    each model's vertex normals point out of the body.
+    """
+    layer: object
+    female: object
+    male: object
+    faces: np.ndarray
+    landmark_ids: np.ndarray
+    outward: dict
+
+    @classmethod
+    def load(cls, models=None, smpl_dir=None):
+        """From (female, male) models or paths, else from `smpl.find_models(smpl_dir)`."""
+        import smpl  # imports TensorFlow; kept here so `--help` is instant
+
+        female, male = models if models is not None else smpl.find_models(smpl_dir)
+        female = female if isinstance(female, smpl.SMPLModel) else smpl.load_model(female)
+        male = male if isinstance(male, smpl.SMPLModel) else smpl.load_model(male)
+        layer = smpl.SMPL(female, male)
+        faces = np.asarray(layer.faces, np.int64)
+        outward = {0: render.outward_sign(female.v_template, faces), 1: render.outward_sign(male.v_template, faces)}
+        return cls(layer=layer, female=female, male=male, faces=faces,
+                   landmark_ids=np.asarray(layer.landmark_ids, np.int64), outward=outward)
+
+    def model(self, gender):
+        return self.male if gender == 1 else self.female
+
+    def pose(self, rotations, shape):
+        """Runs the SMPL layer in batches: rotations (T, 24, 3, 3), shape (11,) ->
+        vertices (T, V, 3), joints (T, 24, 3), float64, root-centred, metres."""
+        vertices, joints = [], []
+        for start in range(0, len(rotations), SMPL_BATCH):
+            batch = rotations[start:start + SMPL_BATCH].astype(np.float32)
+            shapes = np.repeat(shape[None].astype(np.float32), len(batch), axis=0)
+            v, j = self.layer(batch, shapes)
+            vertices.append(np.asarray(v, np.float64))
+            joints.append(np.asarray(j, np.float64))
+        return np.concatenate(vertices), np.concatenate(joints)
+
+
+def write_sequence(folder, rng, body, num_frames, pose_stream=None, pose_source="--poses", on_frame=None):
+    """Draws one sequence with `rng` and writes its frames, info.mat and info_body.mat.
+
+    folder: sequence folder (created); rng: numpy Generator; body: `BodyModel`;
+    pose_stream: (L, 72) poses to take a window from (None: `pose_prior`);
+    on_frame: called after each frame is written (progress). Returns the
+    `SequenceParams`.
+    """
+    folder = Path(folder)
+    gender = int(rng.integers(0, 2))
+    betas = np.clip(rng.normal(0.0, 1.0, NUM_BETAS), -2.5, 2.5)
+    if pose_stream is None:
+        poses = pose_prior.sample_pose_sequence(rng, num_frames)
+    else:
+        poses = pose_window(rng, pose_stream, num_frames, pose_source)
+    rotations = Rotation.from_rotvec(poses.reshape(-1, 3)).as_matrix().reshape(num_frames, NUM_JOINTS, 3, 3)
+    vertices, joints = body.pose(rotations, np.concatenate([betas, [2.0 * (gender - 0.5)]]))
+    trans, zrot, cam_loc = place_in_world(rng, vertices, folder.name)
+    light_dir, ambient, part_rgb, short_sleeves = sample_appearance(rng)
+    params = SequenceParams(gender=gender, betas=betas, poses=poses, trans=trans, zrot=zrot,
+                            cam_loc=cam_loc, light_dir=light_dir, ambient=ambient,
+                            part_rgb=part_rgb, short_sleeves=short_sleeves)
+    albedo = part_albedo(body.model(gender).weights, part_rgb, short_sleeves)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for t in range(num_frames):
+        rgba = render_frame(vertices[t], body.faces, albedo, body.outward[gender], params, t, rng)
+        path = folder / f"{t:04d}.png"
+        if not cv2.imwrite(str(path), cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA)):
+            raise OSError(f"{path}: could not write the frame")
+        if on_frame is not None:
+            on_frame()
+    write_info(folder, params)
+    write_info_body(folder, joints, vertices[:, body.landmark_ids], rotations)
+    return params
 
 
 def split_sequences(num_sequences):
@@ -340,8 +415,6 @@ def synthesize(out_dir, num_sequences, num_frames, seed=0, smpl_dir=None, poses_
     overwrite: replace existing sequences / lists; progress: tqdm bar.
     Returns {"train": [lines], "val": [lines]} as written to train.txt / val.txt.
     """
-    import smpl  # imports TensorFlow; kept here so `--help` is instant
-
     if num_sequences < 1 or num_frames < 1:
         raise ValueError(f"need at least one sequence and one frame, got --sequences {num_sequences} "
                          f"--frames {num_frames}")
@@ -352,52 +425,16 @@ def synthesize(out_dir, num_sequences, num_frames, seed=0, smpl_dir=None, poses_
     pose_stream = load_pose_file(poses_file) if poses_file is not None else None
     if pose_stream is not None and len(pose_stream) < num_frames:
         raise PoseFileError(f"{poses_file}: has {len(pose_stream)} frames, fewer than --frames {num_frames}")
-
-    female, male = models if models is not None else smpl.find_models(smpl_dir)
-    female = female if isinstance(female, smpl.SMPLModel) else smpl.load_model(female)
-    male = male if isinstance(male, smpl.SMPLModel) else smpl.load_model(male)
-    layer = smpl.SMPL(female, male)
-    faces = np.asarray(layer.faces, np.int64)
-    landmark_ids = np.asarray(layer.landmark_ids, np.int64)
-    outward = {0: render.outward_sign(female.v_template, faces),
-               1: render.outward_sign(male.v_template, faces)}
-    log.info("body model: %s, %s (%d vertices, %d faces)", female.path, male.path,
-             female.num_vertices, len(faces))
+    body = BodyModel.load(models, smpl_dir)
+    log.info("body model: %s, %s (%d vertices, %d faces)", body.female.path, body.male.path,
+             body.female.num_vertices, len(body.faces))
 
     from tqdm import tqdm
-    bar = tqdm(total=num_sequences * num_frames, unit="frame", desc="synthesising", disable=not progress)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for index in range(num_sequences):
-        rng = np.random.default_rng([seed, index])
-        name = f"{index:05d}"
-        gender = int(rng.integers(0, 2))
-        betas = np.clip(rng.normal(0.0, 1.0, NUM_BETAS), -2.5, 2.5)
-        if pose_stream is None:
-            poses = pose_prior.sample_pose_sequence(rng, num_frames)
-        else:
-            poses = pose_window(rng, pose_stream, num_frames, str(poses_file))
-        rotations = Rotation.from_rotvec(poses.reshape(-1, 3)).as_matrix().reshape(num_frames, NUM_JOINTS, 3, 3)
-        shape = np.concatenate([betas, [2.0 * (gender - 0.5)]])
-        vertices, joints = pose_body(layer, rotations, shape)
-        trans, zrot, cam_loc = place_in_world(rng, vertices, name)
-        light_dir, ambient, part_rgb, short_sleeves = sample_appearance(rng)
-        params = SequenceParams(gender=gender, betas=betas, poses=poses, trans=trans, zrot=zrot,
-                                cam_loc=cam_loc, light_dir=light_dir, ambient=ambient,
-                                part_rgb=part_rgb, short_sleeves=short_sleeves)
-        model = male if gender == 1 else female
-        albedo = part_albedo(model.weights, part_rgb, short_sleeves)
-
-        folder = out_dir / name
-        folder.mkdir(exist_ok=True)
-        for t in range(num_frames):
-            rgba = render_frame(vertices[t], faces, albedo, outward[gender], params, t, rng)
-            path = folder / f"{t:04d}.png"
-            if not cv2.imwrite(str(path), cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA)):
-                raise OSError(f"{path}: could not write the frame")
-            bar.update(1)
-        write_info(folder, params)
-        write_info_body(folder, joints, vertices[:, landmark_ids], rotations)
-    bar.close()
+    with tqdm(total=num_sequences * num_frames, unit="frame", desc="synthesising", disable=not progress) as bar:
+        for index in range(num_sequences):
+            write_sequence(out_dir / f"{index:05d}", np.random.default_rng([seed, index]), body, num_frames,
+                           pose_stream, str(poses_file), on_frame=lambda: bar.update(1))
 
     train, val = split_sequences(num_sequences)
     lists = {}
