@@ -14,6 +14,9 @@ tested at once with edge functions, and a per-pixel depth test keeps the
 nearest surface (`np.minimum.at` on a depth buffer, a real z-buffer: the
 result does not depend on triangle order). Depth and attributes are
 interpolated perspective-correctly (linear in 1/z on the screen).
+`render_mesh` anti-aliases the silhouette: pixels along it are resampled on a
+4x4 grid, using only the triangles that touch them, so alpha is the covered
+fraction there, like Blender's.
 """
 import cv2
 import numpy as np
