@@ -154,7 +154,8 @@ def test_spine_segments_stack_upwards(models):
         assert np.all(np.diff(heights) > 0.03), f"{model.gender}: median heights {heights}"
         for j in (3, 6, 9):  # a segment's skin starts about at its joint
             low = np.percentile(vertices[strongest == j, 1], 5)
-            assert abs(low - joints[j, 1]) < 0.05, f"{model.gender}: segment {j} starts at {low:.3f}, joint at {joints[j, 1]:.3f}"
+            assert abs(low - joints[j, 1]) < 0.05, \
+                f"{model.gender}: segment {j} starts at y = {low:.3f} m, its joint is at {joints[j, 1]:.3f} m"
 
 
 def test_bone_lengths_close_to_smpl_template(models):

