@@ -1,0 +1,29 @@
+"""The whole SMPLR pipeline for inference: image -> SHN -> soft-argmax -> DAE -> SMPLR -> SMPL."""
+import keras
+from keras import ops
+
+from .heatmaps import soft_argmax
+
+
+class Pipeline(keras.Model):
+    """images (B, 256, 256, 3), standardised crops -> dict of points and the SMPL body.
+
+    Chains the trained stages: the last SHN stack's heatmaps are read out by
+    soft-argmax, cleaned by the DAE, and turned into SMPL by SMPLR.
+    Outputs: 'shn_points' (B, 41, 3), 'dae_points' (B, 41, 3) (metres,
+    root-relative) plus every output of `SMPLR` ('shape', 'pose', 'rotations',
+    'joints', 'vertices', 'points').
+    """
+
+    def __init__(self, shn, dae, smplr, **kwargs):
+        super().__init__(**kwargs)
+        if dae.num_points != shn.num_points:
+            raise ValueError(f"Pipeline: SHN predicts {shn.num_points} points but the DAE expects {dae.num_points}")
+        self.shn, self.dae, self.smplr = shn, dae, smplr
+
+    def call(self, images, training=False):
+        logits = self.shn(images, training=training)[-1]
+        shn_points = soft_argmax(logits, num_points=self.shn.num_points)
+        flat = ops.reshape(shn_points, (-1, 3 * self.shn.num_points))
+        dae_points = ops.reshape(self.dae(flat, training=training), (-1, self.shn.num_points, 3))
+        return {"shn_points": shn_points, "dae_points": dae_points, **self.smplr(dae_points, training=training)}
