@@ -13,6 +13,11 @@ Randomness: every sample gets its own seed pair from
 so the same `seed` gives the same batches however many threads load them,
 and every epoch of a repeated dataset draws new augmentations.
 """
+import atexit
+import threading
+import time
+import weakref
+
 import numpy as np
 import tensorflow as tf
 
@@ -43,6 +48,14 @@ def _numpy_rng(seed_pair):
     return np.random.default_rng([int(s) & 0xFFFFFFFFFFFFFFFF for s in seed_pair])
 
 
+#: Loaders whose Python calls tf.data may still be running; see `_quiesce_loaders_at_exit`.
+_LIVE_LOADERS = weakref.WeakSet()
+
+
+class LoaderClosedError(RuntimeError):
+    """Raised by a loader's tf.data calls once the interpreter is exiting."""
+
+
 class SHNSampleLoader:
     """Loads sample `index` of a data list with the augmentation drawn from a
     seed pair: the NumPy half of the SHN pipeline (runs in tf.data threads).
@@ -54,6 +67,10 @@ class SHNSampleLoader:
 
     def __init__(self, reader, lines, augmenter=None):
         self.reader, self.lines, self.augmenter = reader, list(lines), augmenter
+        self.closed = False
+        self._calls_lock = threading.Lock()
+        self._calls_in_flight = 0
+        self._last_call_end = time.monotonic()
         self.targets = read_targets(reader, self.lines, progress=True)
         for line in self.lines:
             path = reader.frame_path(line)
@@ -88,17 +105,51 @@ class SHNSampleLoader:
         return sample
 
     def _load_tuple(self, index, seed_pair):
-        sample = self.load(index, seed_pair)
+        if self.closed:
+            raise LoaderClosedError("the interpreter is exiting")
+        with self._calls_lock:
+            self._calls_in_flight += 1
+        try:
+            sample = self.load(index, seed_pair)
+        finally:
+            with self._calls_lock:
+                self._calls_in_flight -= 1
+                self._last_call_end = time.monotonic()
         return tuple(np.asarray(sample[key], dtype=np.bool_ if key == "valid" else None)
                      if key != "path" else np.bytes_(str(sample[key]).encode())
                      for key, _, _ in _SHN_SPEC)
 
+    def is_idle(self, quiet_seconds):
+        """No call running and none ended within `quiet_seconds`."""
+        with self._calls_lock:
+            return self._calls_in_flight == 0 and time.monotonic() - self._last_call_end > quiet_seconds
+
     def tf_load(self, index, seed_pair):
         """Graph wrapper: (index, seed pair) -> dict of tensors with static shapes."""
+        _LIVE_LOADERS.add(self)
         outputs = tf.numpy_function(self._load_tuple, [index, seed_pair],
                                     [dtype for _, dtype, _ in _SHN_SPEC], name="load_cloth3d_frame")
         return {key: tf.ensure_shape(value, shape)
                 for (key, _, shape), value in zip(_SHN_SPEC, outputs)}
+
+
+@atexit.register
+def _quiesce_loaders_at_exit(quiet_seconds=0.25, timeout_seconds=20.0):
+    """Lets tf.data threads leave Python before the interpreter shuts down.
+
+    An iterator still alive at exit (e.g. a module-level `iter(dataset)`)
+    keeps prefetching; a Python call running while the interpreter finalises
+    makes the process abort ("terminate called without an active exception")
+    or hang. Here, before finalisation, loaders refuse new calls (they fail
+    at once, filling the prefetch buffers, after which tf.data stops calling)
+    and we wait until no call has run for `quiet_seconds`.
+    """
+    loaders = list(_LIVE_LOADERS)
+    for loader in loaders:
+        loader.closed = True
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline and not all(loader.is_idle(quiet_seconds) for loader in loaders):
+        time.sleep(0.02)
 
 
 def standardize_image(image, noise_seed=None, noise_prob=IMAGE_NOISE_PROB, noise_std=IMAGE_NOISE_STD):

@@ -533,3 +533,17 @@ def test_importing_datareader_does_not_need_tensorflow():
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_exit_with_a_live_iterator_is_clean(cloth3d_root):
+    """A module-level iterator still prefetching at exit must not abort or hang the process."""
+    import subprocess
+    import sys
+    code = (f"import DataReader\n"
+            f"dataset = DataReader.shn_dataset({str(cloth3d_root)!r}, {str(cloth3d_root / 'val.txt')!r}, 2, True)\n"
+            f"iterator = iter(dataset.repeat())\n"
+            f"batch = next(iterator)\n"
+            f"print('ok')\n")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
