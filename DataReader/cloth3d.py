@@ -292,7 +292,7 @@ def crop_rgba(rgba, crop_from_image, size=CROP_SIZE_PX):
     (size, size, 1) float32 0..1."""
     crop = cv2.warpAffine(rgba, crop_from_image, (size, size), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    image = crop[:, :, 2::-1].astype(np.float32)
+    image = cv2.cvtColor(crop, cv2.COLOR_BGRA2RGB).astype(np.float32)  # far faster than crop[..., 2::-1]
     mask = crop[:, :, 3:4].astype(np.float32) * np.float32(1.0 / 255.0)
     return image, mask
 
@@ -356,7 +356,7 @@ class CLOTH3DReader:
         """The frame's BGRA uint8 image; EmptyMaskError when its alpha is all zero."""
         path = self.frame_path(line)
         rgba = read_rgba(path)
-        if not rgba[:, :, 3].any():
+        if cv2.countNonZero(cv2.extractChannel(rgba, 3)) == 0:
             raise EmptyMaskError(f"{path}: empty alpha mask (no person in the frame)")
         return rgba
 

@@ -96,7 +96,8 @@ class OccluderBank:
         """A random background (size, size, 3) float32 RGB 0..255."""
         path = self.backgrounds[rng.integers(len(self.backgrounds))]
         image = _read_image(path)
-        return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)[:, :, ::-1].astype(np.float32)
+        resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+        return cv2.cvtColor(resized, cv2.COLOR_BGR2RGB).astype(np.float32)
 
     def occluder(self, rng, side):
         """A random occluder: RGB (side, side, 3) float32 0..255 and mask (side, side, 1) 0..1."""
@@ -112,7 +113,8 @@ class OccluderBank:
             mask = image[:, :, 3].astype(np.float32) / 255.0
         else:
             mask = np.ones(image.shape[:2], np.float32)
-        rgb = cv2.resize(image[:, :, 2::-1], (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
+        rgb = cv2.cvtColor(cv2.resize(image[:, :, :3], (side, side), interpolation=cv2.INTER_AREA),
+                           cv2.COLOR_BGR2RGB).astype(np.float32)
         mask = cv2.resize(mask, (side, side), interpolation=cv2.INTER_LINEAR)
         return rgb, mask[:, :, None]
 

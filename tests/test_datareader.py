@@ -265,14 +265,23 @@ def test_occlusion_from_a_folder(tmp_path):
     np.testing.assert_array_equal(out[16:48, 16:48], 100.0)     # the person is kept
     background = out[person[..., 0] == 0]
     assert np.all(np.abs(background - background[0]) < 1e-3) and not np.allclose(background[0], 100.0)
-    # pasting the blue square occluder: opaque centre is blue, transparent border is untouched
-    occluder_rgb, occluder_mask = bank.occluder(np.random.default_rng(3), 32)
+    # pasting an occluder with alpha: its opaque centre is blue, its transparent border leaves the image
+    only_png = tmp_path / "only_png"
+    only_png.mkdir()
+    shutil.copy(folder / "blue_square.png", only_png)
+    occluder_rgb, occluder_mask = occlusion.OccluderBank.from_folder(only_png).occluder(rng, 32)
     pasted = occlusion.paste_occluder(image, occluder_rgb, occluder_mask, (10, 20))
-    if occluder_mask.min() == 0.0:  # the PNG with alpha was drawn
-        np.testing.assert_allclose(pasted[26, 36], (0, 0, 200), atol=1)
-        np.testing.assert_allclose(pasted[10, 20], 100.0)
-    else:
-        np.testing.assert_allclose(pasted[10:42, 20:52], occluder_rgb, atol=1e-4)
+    np.testing.assert_allclose(pasted[26, 36], (0, 0, 200), atol=1)      # RGB
+    np.testing.assert_allclose(pasted[10, 20], 100.0)
+    assert occluder_mask.sum() == pytest.approx(16 * 16, rel=0.1)         # the 8x8 of 16x16, scaled to 32
+    # an image without alpha occludes with its whole rectangle
+    only_jpg = tmp_path / "only_jpg"
+    only_jpg.mkdir()
+    shutil.copy(folder / "green.jpg", only_jpg)
+    occluder_rgb, occluder_mask = occlusion.OccluderBank.from_folder(only_jpg).occluder(rng, 32)
+    pasted = occlusion.paste_occluder(image, occluder_rgb, occluder_mask, (10, 20))
+    np.testing.assert_allclose(pasted[10:42, 20:52], occluder_rgb, atol=1e-4)
+    np.testing.assert_allclose(occluder_rgb[16, 16], (10, 200, 30), atol=3)   # JPEG, RGB order
     np.testing.assert_array_equal(pasted[:10], 100.0)
 
 
