@@ -24,7 +24,6 @@ cache (the original re-read them for every frame).
 """
 import collections
 import logging
-import os
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
