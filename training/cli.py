@@ -66,8 +66,9 @@ def build_parser():
                      help="initial learning rate lr0 of the schedule (default 0.01; shapepose 1e-4)")
     run.add_argument("--epochs", metavar="N", type=int, default=None, help="epochs (default 200; shapepose 30)")
     run.add_argument("--steps", metavar="N", type=int, default=None,
-                     help="at most this many training steps per epoch (default: SHN 500*(epoch+1), "
-                          "SMPLR 400; never more than one pass over the list)")
+                     help="exactly N training steps per epoch, repeating the list when it is short "
+                          "(default, as the original: SHN min(500*(epoch+1), batches in the list), "
+                          "SMPLR min(400, batches in the list))")
     run.add_argument("--val-steps", metavar="N", type=int, default=None,
                      help="at most this many validation batches (default: the whole list)")
     run.add_argument("--batch-size", metavar="N", type=int, default=None, help="batch size (default: SHN 6, SMPLR 256)")
@@ -103,7 +104,7 @@ def config_from_args(args):
     """A resolved StageConfig from parsed arguments."""
     config = stage_config(
         args.kind, quick=args.quick, name=args.name, lr0=args.lr, epochs=args.epochs,
-        max_steps=args.steps, val_steps=args.val_steps, batch_size=args.batch_size, seed=args.seed,
+        steps=args.steps, val_steps=args.val_steps, batch_size=args.batch_size, seed=args.seed,
         finetune=tuple(args.finetune) if args.finetune is not None else None,
         resume=args.resume, overwrite=args.overwrite, tmp=args.tmp, data=args.data,
         train_list=args.train_list, val_list=args.val_list, augmentation=args.augmentation,

@@ -20,8 +20,6 @@ import os
 import sys
 import time
 
-import numpy as np
-
 from training import TrainingError
 from training.checkpoints import CheckpointStore
 from training.schedules import learning_rate
@@ -49,7 +47,7 @@ class Stage:
         raise NotImplementedError
 
     def train_batches(self, epoch):
-        """An iterable of at least ``steps(epoch)`` training batches."""
+        """An iterator with at least ``steps(epoch)`` more training batches."""
         raise NotImplementedError
 
     def train_step(self, batch):
@@ -120,9 +118,8 @@ def run(stage):
         bar = tqdm(total=steps, desc=f"{config.name} {epoch + 1}/{config.epochs}", unit="step",
                    leave=False, dynamic_ncols=True, file=sys.stdout, mininterval=1.0)
         sums, count = {}, 0
-        for batch in stage.train_batches(epoch):
-            if count >= steps:
-                break
+        batches = stage.train_batches(epoch)
+        for batch in batches:
             values = stage.train_step(batch)
             count += 1
             step = int(stage.optimizer.iterations.numpy())
@@ -136,6 +133,8 @@ def run(stage):
             logger.scalar("train/learning_rate", lr, step)
             bar.set_postfix(loss=f"{sums['loss'] / count:.4g}", refresh=False)
             bar.update(1)
+            if count >= steps:
+                break  # checked after the step, so no batch is drawn and dropped
         bar.close()
         if count == 0:
             raise TrainingError(f"{config.name}: no training batch in epoch {epoch + 1} "
@@ -171,7 +170,3 @@ def run(stage):
     print(f"{config.name}: done, best score {best:.4g} at epoch {best_epoch} -> {store.dir / 'best'}")
     return state
 
-
-def mean_of(values):
-    values = [v for v in values if v is not None]
-    return float(np.mean(values)) if values else float("nan")

@@ -31,7 +31,7 @@ def learning_rate(epoch, lr0, centre, width=LR_WIDTH, floor=LR_FLOOR):
 def shn_steps(epoch, num_batches, growth=500, cap=None):
     """SHN steps in 0-based ``epoch``: min(growth * (epoch + 1), batches in the list).
 
-    ``cap`` (``--steps``) bounds it further; the result is at least 1.
+    ``cap`` (e.g. ``--quick``'s) bounds it further; the result is at least 1.
     """
     steps = min(growth * (epoch + 1), num_batches)
     if cap is not None:

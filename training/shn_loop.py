@@ -61,6 +61,7 @@ class SHNStage(Stage):
         print(f"SHN: {self.model.count_params() / 1e6:.1f} M parameters, {config.num_stacks} stacks, "
               f"{self.num_train} training / {self.num_val} validation frames, batch {config.batch_size}, "
               f"augmentation {augmentation}")
+        self._train_iterator = None
         self._train_step = tf.function(self._train_step_eager, reduce_retracing=True)
         self._val_step = tf.function(self._val_step_eager, reduce_retracing=True)
 
@@ -78,10 +79,16 @@ class SHNStage(Stage):
         print(f"SHN: starting from checkpoint {name!r}")
 
     def steps(self, epoch):
+        if self.config.steps is not None:
+            return self.config.steps
         return shn_steps(epoch, self.num_batches, self.config.steps_growth or 500, self.config.max_steps)
 
     def train_batches(self, epoch):
-        return self.train_data
+        # One endless iterator for the whole run: epochs take their steps from
+        # it, and the list is reshuffled and re-augmented on every pass.
+        if self._train_iterator is None:
+            self._train_iterator = iter(self.train_data.repeat())
+        return self._train_iterator
 
     # ------------------------------------------------------------------ steps
     def _train_step_eager(self, images, points):

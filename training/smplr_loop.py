@@ -76,9 +76,14 @@ class SMPLRStage(Stage):
         self.optimizer.build(self.variables)
 
         noise = config.augmentation == 1
-        self.train_data = DataReader.smplr_dataset(
-            self.train_arrays, config.batch_size, training=True, noise=noise, seed=config.seed,
-            drop_remainder=self.num_train >= config.batch_size)
+        batch_arrays = self.train_arrays
+        if self.num_train < config.batch_size:
+            # A list smaller than one batch: repeat it so that batches are full
+            # (every copy draws its own noise).
+            copies = -(-config.batch_size // self.num_train)
+            batch_arrays = batch_arrays.concatenate(*([batch_arrays] * (copies - 1)))
+        self.train_data = DataReader.smplr_dataset(batch_arrays, config.batch_size, training=True,
+                                                   noise=noise, seed=config.seed)
         # One fixed draw of validation noise, kept in memory: every epoch sees the same inputs.
         val = DataReader.smplr_dataset(self.val_arrays, config.batch_size, training=False, noise=noise,
                                        seed=config.seed + 1)
@@ -93,6 +98,7 @@ class SMPLRStage(Stage):
         print(f"{kind}: {params / 1e6:.2f} M trainable parameters, {self.num_train} training "
               f"({config.synthetic} synthetic) / {len(self.val_arrays)} validation samples, "
               f"batch {config.batch_size}, input noise {'on' if noise else 'off'}")
+        self._train_iterator = None
         self._train_step = tf.function(self._train_step_eager, reduce_retracing=True)
         self._val_step = tf.function(self._val_step_eager, reduce_retracing=True)
 
@@ -127,10 +133,15 @@ class SMPLRStage(Stage):
         print(f"{self.kind}: starting from checkpoint{'s' if len(names) > 1 else ''} {', '.join(names)}")
 
     def steps(self, epoch):
+        if self.config.steps is not None:
+            return self.config.steps
         return smplr_steps(self.num_train, self.config.batch_size, self.config.max_steps or 400)
 
     def train_batches(self, epoch):
-        return self.train_data
+        # One endless iterator for the whole run (reshuffled, fresh noise every pass).
+        if self._train_iterator is None:
+            self._train_iterator = iter(self.train_data.repeat())
+        return self._train_iterator
 
     # ------------------------------------------------------------------ steps
     def _forward(self, batch, training):

@@ -1,0 +1,284 @@
+"""Tests of the training package, train_all.py and test.py.
+
+References: the SPEC formulas written out here, float64 loops, scipy's
+rotations, hand-built crash states of a checkpoint folder, the event files
+read back, the real CLOTH3D++ samples, and (for the end-to-end chain) a tiny
+dataset from the synthetic generator with the SMPL layer recomputing the
+saved results.
+"""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from training import TrainingError
+from training import metrics
+from training.checkpoints import CheckpointStore, available_checkpoints, load_named
+from training.config import stage_config
+from training.schedules import learning_rate, shn_steps, smplr_steps
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _env():
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="-1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def _run(args, timeout=600):
+    """Run a repository script / module in a fresh process; returns CompletedProcess."""
+    return subprocess.run([sys.executable] + [str(a) for a in args], cwd=REPO, env=_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+# ------------------------------------------------------------------ schedules
+def test_learning_rate_and_steps_follow_spec():
+    # SPEC: lr(e) = lr0 * (1 - 1/(1 + exp(c - e/12.5))) + 1e-4, c = 10 (SHN), 4 (SMPLR).
+    for epoch in (0, 1, 49, 50, 125, 199):
+        shn = 0.01 * (1.0 - 1.0 / (1.0 + math.exp(10.0 - epoch / 12.5))) + 1e-4
+        smplr = 0.01 * (1.0 - 1.0 / (1.0 + math.exp(4.0 - epoch / 12.5))) + 1e-4
+        assert learning_rate(epoch, 0.01, 10.0) == pytest.approx(shn, rel=1e-12)
+        assert learning_rate(epoch, 0.01, 4.0) == pytest.approx(smplr, rel=1e-12)
+    # Half-way points of the sigmoids: epoch 125 (SHN) and 50 (SMPLR).
+    assert learning_rate(125, 0.01, 10.0) == pytest.approx(0.005 + 1e-4)
+    assert learning_rate(50, 0.01, 4.0) == pytest.approx(0.005 + 1e-4)
+    assert learning_rate(0, 1e-4, 4.0) == pytest.approx(1e-4 * (1 - 1 / (1 + math.exp(4))) + 1e-4)
+    # SHN: at most 500 * (epoch + 1) steps and one pass; SMPLR: at most 400, one pass, >= 1.
+    assert [shn_steps(e, 1200) for e in (0, 1, 2, 3)] == [500, 1000, 1200, 1200]
+    assert shn_steps(0, 1200, cap=30) == 30
+    assert smplr_steps(10 ** 6, 256) == 400
+    assert smplr_steps(5000, 256) == 19
+    assert smplr_steps(200, 256) == 1
+    spec = stage_config("shn")
+    assert (spec.epochs, spec.batch_size, spec.lr0) == (200, 6, 0.01)
+    spec = stage_config("shapepose")
+    assert (spec.epochs, spec.batch_size, spec.lr0, spec.finetune) == (30, 256, 1e-4, ("shape", "pose"))
+    with pytest.raises(TrainingError, match="--epochs"):
+        stage_config("dae", epochs=0)
+    with pytest.raises(TrainingError, match="unknown stage"):
+        stage_config("dea")
+
+
+# ------------------------------------------------------------------ metrics
+def test_point_errors_and_groups_against_float64_loops():
+    rng = np.random.default_rng(0)
+    pred = rng.normal(0, 0.3, (5, 41, 3))
+    target = rng.normal(0, 0.3, (5, 41, 3))
+    errors = metrics.point_errors_mm(pred, target)
+    loop = np.array([[1000 * math.sqrt(sum((pred[b, p, c] - target[b, p, c]) ** 2 for c in range(3)))
+                      for p in range(41)] for b in range(5)])
+    np.testing.assert_allclose(errors, loop, rtol=1e-12)
+    summary = metrics.summarize_point_errors(errors)
+    assert summary["joints"] == pytest.approx(loop[:, :23].mean())
+    assert summary["landmarks"] == pytest.approx(loop[:, 23:].mean())
+    assert summary["all"] == pytest.approx(loop.mean())
+
+    # Groups by SMPL joint names: point j - 1 holds SMPL joint j.
+    from smpl.kinematics import SMPL_JOINT_NAMES
+    names = {
+        "Head": ("neck", "head"), "Torso": ("spine1", "spine2", "spine3"),
+        "Shoulder": ("left_collar", "right_collar", "left_shoulder", "right_shoulder"),
+        "Elbow": ("left_elbow", "right_elbow"), "Wrist": ("left_wrist", "right_wrist"),
+        "Hip": ("left_hip", "right_hip"), "Knee": ("left_knee", "right_knee"),
+        "Foot": ("left_ankle", "right_ankle", "left_foot", "right_foot")}
+    per_point = rng.uniform(0, 100, 41)
+    groups = metrics.group_errors(per_point)
+    for group, joint_names in names.items():
+        expected = np.mean([per_point[SMPL_JOINT_NAMES.index(n) - 1] for n in joint_names])
+        assert groups[group] == pytest.approx(expected), group
+    all_names = ["left_hip", "right_hip", "spine1", "left_knee", "right_knee", "left_ankle", "right_ankle",
+                 "spine3", "neck", "head", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
+                 "left_wrist", "right_wrist"]
+    assert groups["All"] == pytest.approx(np.mean([per_point[SMPL_JOINT_NAMES.index(n) - 1] for n in all_names]))
+    with pytest.raises(ValueError, match=r"\(B, 41, 3\)"):
+        metrics.point_errors_mm(np.zeros((2, 40, 3)), np.zeros((2, 40, 3)))
+
+
+def test_rotation_error_degrees_against_scipy():
+    rng = np.random.default_rng(1)
+    target = Rotation.random(24 * 3, random_state=2).as_matrix().reshape(3, 24, 3, 3)
+    angles = rng.uniform(0.0, np.pi * 0.95, (3, 24))
+    axes = rng.normal(size=(3, 24, 3))
+    axes /= np.linalg.norm(axes, axis=-1, keepdims=True)
+    delta = Rotation.from_rotvec((axes * angles[..., None]).reshape(-1, 3)).as_matrix().reshape(3, 24, 3, 3)
+    pred = delta @ target
+    np.testing.assert_allclose(metrics.rotation_errors_deg(pred, target), np.degrees(angles), atol=1e-6)
+    # A scaled (not orthonormal) prediction is projected back to the same rotation first.
+    np.testing.assert_allclose(metrics.rotation_errors_deg(0.7 * pred, target), np.degrees(angles), atol=1e-6)
+
+
+# ------------------------------------------------------------------ checkpoints
+def _tiny_model(seed):
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.layers.Dense(3), keras.layers.BatchNormalization()])
+    model(tf.zeros((1, 2)))
+    return model
+
+
+def test_checkpoints_are_atomic_and_names_are_protected(tmp_path):
+    store = CheckpointStore(tmp_path, "run")
+    assert store.prepare() is None
+    model = _tiny_model(0)
+    saved = [w.copy() for w in model.get_weights()]
+    store.save("latest", {"dae": model}, {"kind": "dae", "epochs_done": 1})
+    store.save("best", {"dae": model}, {"kind": "dae", "epochs_done": 1})
+
+    # A save killed while writing leaves a partial folder: the slot still loads the old copy.
+    (tmp_path / "checkpoints" / "run" / ".latest.partial").mkdir()
+    (tmp_path / "checkpoints" / "run" / ".latest.partial" / "ckpt.index").write_bytes(b"garbage")
+    other = _tiny_model(1)
+    assert not np.allclose(other.get_weights()[0], saved[0])
+    assert store.restore("latest", {"dae": other})["epochs_done"] == 1
+    for a, b in zip(other.get_weights(), saved):
+        np.testing.assert_array_equal(a, b)
+
+    # Killed between the two renames (old copy moved aside, new one not in place): recovered.
+    slot = tmp_path / "checkpoints" / "run" / "latest"
+    os.rename(slot, slot.parent / ".latest.old")
+    assert store.read_state("latest")["epochs_done"] == 1
+    assert slot.is_dir()
+
+    # An existing name is refused unless resuming or overwriting.
+    with pytest.raises(TrainingError, match="--resume.*--overwrite"):
+        CheckpointStore(tmp_path, "run").prepare()
+    assert CheckpointStore(tmp_path, "run").prepare(resume=True)["epochs_done"] == 1
+    with pytest.raises(TrainingError, match="nothing to resume"):
+        CheckpointStore(tmp_path, "fresh").prepare(resume=True)
+    assert available_checkpoints(tmp_path) == ["run"]
+    with pytest.raises(TrainingError, match=r"checkpoints found: run"):
+        load_named(tmp_path, "missing", {"dae": other})
+    with pytest.raises(TrainingError, match="'dae' checkpoint, expected shn"):
+        load_named(tmp_path, "run", {"dae": other}, kinds=("shn",))
+    CheckpointStore(tmp_path, "run").prepare(overwrite=True)
+    assert available_checkpoints(tmp_path) == []
+
+
+def test_device_selection_errors():
+    from training.device import parse_gpu_id, select_device
+
+    assert parse_gpu_id("-1") == -1 and parse_gpu_id("2") == 2
+    with pytest.raises(TrainingError, match="GPU_ID must be an integer"):
+        parse_gpu_id("gpu0")
+    import tensorflow as tf
+    if not tf.config.list_physical_devices("GPU"):
+        with pytest.raises(TrainingError, match=r"GPU_ID 3 does not exist.*devices found: .*CPU"):
+            select_device(3)
+    assert select_device(-1) == "CPU"
+
+
+def test_summary_logger_round_trip(tmp_path):
+    from training.summaries import SummaryLogger, read_image_tags, read_scalars
+
+    logger = SummaryLogger(tmp_path)
+    logger.scalar("train/loss", 1.5, 1)
+    logger.scalar("train/loss", 0.25, 2)
+    logger.images("val/skeleton", np.zeros((2, 8, 8, 3), np.uint8), 2)
+    logger.close()
+    assert read_scalars(tmp_path)["train/loss"] == [(1, 1.5), (2, 0.25)]
+    assert read_image_tags(tmp_path) == {"val/skeleton"}
+
+
+# ------------------------------------------------------------------ resume
+def test_killed_run_resumes_with_the_next_learning_rate(tmp_path, cloth3d_root, capsys):
+    from training.summaries import read_scalars
+
+    common = ["-m", "training", "dae", "-1", "--data", cloth3d_root, "--tmp", tmp_path, "--name", "d",
+              "--epochs", "3", "--steps", "2", "--batch-size", "32"]
+    crashed = _run(common + ["--exit-after-epoch", "1"])
+    assert crashed.returncode == 3, crashed.stderr[-2000:]
+    store = CheckpointStore(tmp_path, "d")
+    state = store.read_state("latest")
+    assert state["epochs_done"] == 1 and state["global_step"] == 2
+
+    # Not resuming an existing name: one clear line, nothing touched (in-process CLI).
+    from training.cli import main
+    assert main([str(a) for a in common[2:]]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert store.read_state("latest")["epochs_done"] == 1
+
+    resumed = _run(common + ["--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming 'd' after epoch 1" in resumed.stdout
+    state = store.read_state("latest")
+    assert state["epochs_done"] == 3
+    assert state["global_step"] == 6  # Adam's step counter continued
+    assert [h["epoch"] for h in state["history"]] == [1, 2, 3]
+    for h in state["history"]:
+        assert h["lr"] == pytest.approx(learning_rate(h["epoch"] - 1, 0.01, 4.0))
+    logged = dict(read_scalars(tmp_path / "logs" / "d")["epoch/learning_rate"])
+    assert logged[2] == pytest.approx(learning_rate(1, 0.01, 4.0), rel=1e-6)
+    steps = [s for s, _ in read_scalars(tmp_path / "logs" / "d")["train/loss"]]
+    assert sorted(steps) == [1, 2, 3, 4, 5, 6]
+
+
+# ------------------------------------------------------------------ end to end
+def test_quick_chain_then_test_py_on_generated_data(tmp_path):
+    import tensorflow as tf
+
+    import smpl
+    from training.summaries import read_image_tags, read_scalars
+
+    data = tmp_path / "frames"
+    made = _run(["-m", "DataReader.synthesize", "--out", data, "--sequences", "2", "--frames", "6",
+                 "--seed", "3", "--quiet"])
+    assert made.returncode == 0, made.stderr[-2000:]
+    tmp = tmp_path / "tmp"
+    chain = _run(["train_all.py", "-1", "--data", data, "--quick", "--tmp", tmp, "--synthetic", "64"])
+    assert chain.returncode == 0, (chain.stdout[-3000:], chain.stderr[-3000:])
+    for name in ("shn", "dae", "shape", "pose", "smplr"):
+        store = CheckpointStore(tmp, name)
+        assert store.has("best") and store.has("latest"), name
+    shn_logs = read_scalars(tmp / "logs" / "shn")
+    for tag in ["train/loss", "train/learning_rate", "val/error_joints_mm", "val/error_landmarks_mm",
+                "val/error_all_mm"] + [f"train/loss_stack_{s}" for s in range(1, 6)]:
+        assert tag in shn_logs and all(np.isfinite(v) for _, v in shn_logs[tag]), tag
+    total = [v for _, v in shn_logs["train/loss"]]
+    stacks = sum(np.array([v for _, v in shn_logs[f"train/loss_stack_{s}"]]) for s in range(1, 6))
+    np.testing.assert_allclose(total, stacks, rtol=1e-5)  # the loss is the sum over stacks
+    assert read_image_tags(tmp / "logs" / "shn")
+
+    test = _run(["test.py", "-1", "shn", "dae", "smplr", "--data", data, "--tmp", tmp, "--batch-size", "4"])
+    assert test.returncode == 0, (test.stdout[-3000:], test.stderr[-3000:])
+    assert "SMPLR" in test.stdout and "All" in test.stdout
+    results = tmp / "results" / "smplr"
+    summary = json.loads((results / "summary.json").read_text())
+    for key in ("shn_error_mm", "dae_error_mm", "smplr_error_mm"):
+        assert set(summary[key]) == {"joints", "landmarks", "all"}
+        assert all(np.isfinite(v) and v > 0 for v in summary[key].values())
+    assert set(summary["smplr_group_error_mm"]) == set(metrics.JOINT_GROUPS)
+    import cv2
+    chart = cv2.imread(str(results / "group_errors.png"))
+    assert chart is not None and chart.shape[0] > 100 and chart.std() > 0
+    overlays = sorted(results.glob("overlay_*.png"))
+    assert len(overlays) == 4 and cv2.imread(str(overlays[0])).shape == (256, 256, 3)
+
+    # Saved results against the figures and an independent SMPL run.
+    batches = [np.load(p) for p in sorted(results.glob("batch_*.npz"))]
+    assert sum(len(b["paths"]) for b in batches) == summary["num_samples"] == 6
+    shn = np.concatenate([b["shn_points"] for b in batches])
+    gt = np.concatenate([b["points"] for b in batches])
+    assert 1000 * np.linalg.norm(shn - gt, axis=-1).mean() == pytest.approx(summary["shn_error_mm"]["all"], rel=1e-4)
+    layer = smpl.SMPL(*smpl.find_models())
+    b = batches[0]
+    vertices, joints = layer(tf.constant(b["pose"]), tf.constant(b["shape"]))
+    np.testing.assert_allclose(vertices.numpy(), b["vertices"], atol=1e-4)
+    np.testing.assert_allclose(joints.numpy(), b["smpl_joints"], atol=1e-4)
+    smplr_points = np.concatenate([b["smpl_joints"][:, 1:], b["vertices"][:, layer.landmark_ids]], axis=1)
+    np.testing.assert_allclose(smplr_points, b["smpl_points"], atol=1e-6)
+
+    # Earlier results are not overwritten silently; a missing checkpoint lists what exists.
+    again = _run(["test.py", "-1", "shn", "dae", "smplr", "--data", data, "--tmp", tmp])
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    missing = _run(["test.py", "-1", "shn", "dae", "nope", "--data", data, "--tmp", tmp])
+    assert missing.returncode == 2
+    assert "checkpoint 'nope' not found" in missing.stderr and "dae, pose, shape, shn, smplr" in missing.stderr

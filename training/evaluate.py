@@ -1,0 +1,295 @@
+"""Evaluation of the three trained stages together (``python test.py GPU_ID SHN DAE SMPLR``).
+
+image (standardised 256x256 crop) -> SHN -> soft-argmax of the last stack ->
+DAE -> SMPLR (shape and pose nets) -> SMPL. Reports, in mm (SPEC "Evaluation"):
+the SHN error and the SMPLR error (SMPL joints 1..23 and landmark vertices)
+over joints, landmarks and all 41 points, the DAE error, and the per-group
+errors of both ("All" included).
+
+Writes ``TMP/results/SMPLR/``:
+- ``batch_NNNNN.npz`` per batch: shn_points, dae_points (B, 41, 3), shape
+  (B, 11), pose (B, 24, 3, 3) as regressed, smpl_joints (B, 24, 3), vertices
+  (B, V, 3), smpl_points (B, 41, 3), the ground truth (points, rotations,
+  shape, root_camera) and paths; metres, root-relative.
+- ``summary.json``: every printed figure, the checkpoints and the data list.
+- ``group_errors.png``: bar chart of the per-group errors (SHN vs SMPLR).
+- ``overlay_NN.png``: a few crops with the projected predicted mesh and
+  skeleton (red) and the true skeleton (green).
+An existing results folder is an error unless ``--overwrite``.
+
+TensorFlow is imported only inside functions: ``test.py`` picks the GPU first.
+"""
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from training import TrainingError
+from training.config import DEFAULT_DATA, DEFAULT_TMP
+from training.metrics import JOINT_GROUPS, group_errors, point_errors_mm, summarize_point_errors
+
+RESULT_FILES = ("summary.json", "group_errors.png")
+
+
+# ------------------------------------------------------------------ loading
+def load_stages(tmp, shn_name, dae_name, smplr_name, smpl_dir=None):
+    """Build the three stages and load their best checkpoints by name.
+
+    Returns (pipeline, smpl_layer, states) with states a dict stage -> checkpoint state.
+    """
+    import tensorflow as tf
+
+    from models import DAE, SHN, SMPLR, Pipeline
+    from training.checkpoints import CheckpointStore, available_checkpoints, load_named
+    from training.smplr_loop import load_body_model
+
+    for name in (shn_name, dae_name, smplr_name):
+        store = CheckpointStore(tmp, name)
+        if not (store.has("best") or store.has("latest")):
+            found = available_checkpoints(tmp)
+            raise TrainingError(f"checkpoint {name!r} not found in {Path(tmp) / 'checkpoints'} "
+                                f"(checkpoints found: {', '.join(found) if found else 'none'})")
+    shn_state = CheckpointStore(tmp, shn_name).read_state("best") or CheckpointStore(tmp, shn_name).read_state("latest")
+    shn_config = shn_state.get("config", {})
+    shn = SHN(num_stacks=int(shn_config.get("num_stacks", 5)), num_features=int(shn_config.get("num_features", 256)))
+    shn(tf.zeros((1, 256, 256, 3)))
+    dae = DAE()
+    dae(tf.zeros((1, 123)))
+    smpl_layer = load_body_model(smpl_dir)
+    smplr = SMPLR(smpl_layer)
+    smplr.shape_net(tf.zeros((1, 41)))
+    smplr.pose_net(tf.zeros((1, 123)))
+    states = {
+        "shn": load_named(tmp, shn_name, {"shn": shn}, kinds=("shn",), purpose="evaluate SHN"),
+        "dae": load_named(tmp, dae_name, {"dae": dae}, kinds=("dae",), purpose="evaluate DAE"),
+        "smplr": load_named(tmp, smplr_name, {"shape_net": smplr.shape_net, "pose_net": smplr.pose_net},
+                            kinds=("shapepose",), purpose="evaluate SMPLR"),
+    }
+    return Pipeline(shn, dae, smplr), smpl_layer, states
+
+
+def prepare_results_dir(path, overwrite):
+    """Create ``path``; an existing non-empty folder is an error unless ``overwrite``."""
+    path = Path(path)
+    if path.exists() and any(path.iterdir()):
+        if not overwrite:
+            raise TrainingError(f"results folder {path} already holds earlier results; use --overwrite "
+                                "to replace them or --out NAME for a new folder")
+        print(f"--overwrite: removing the earlier results in {path}")
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# ------------------------------------------------------------------ figures
+def summarize(shn_errors, dae_errors, smplr_errors):
+    """Every reported figure from per-sample, per-point errors (N, 41) in mm."""
+    return {"num_samples": int(len(shn_errors)),
+            "shn_error_mm": summarize_point_errors(shn_errors),
+            "dae_error_mm": summarize_point_errors(dae_errors),
+            "smplr_error_mm": summarize_point_errors(smplr_errors),
+            "shn_group_error_mm": group_errors(shn_errors),
+            "smplr_group_error_mm": group_errors(smplr_errors)}
+
+
+def format_summary(summary):
+    """The printed report (str)."""
+    lines = [f"samples: {summary['num_samples']}", "error (mm)      joints  landmarks      all"]
+    for label, key in (("SHN", "shn_error_mm"), ("DAE", "dae_error_mm"), ("SMPLR", "smplr_error_mm")):
+        e = summary[key]
+        lines.append(f"  {label:<12}{e['joints']:8.1f}{e['landmarks']:11.1f}{e['all']:9.1f}")
+    lines.append("per-group error (mm)     SHN    SMPLR")
+    for group in JOINT_GROUPS:
+        lines.append(f"  {group:<18}{summary['shn_group_error_mm'][group]:8.1f}"
+                     f"{summary['smplr_group_error_mm'][group]:9.1f}")
+    return "\n".join(lines)
+
+
+def plot_group_errors(summary, path):
+    """Bar chart PNG of the per-group errors, SHN and SMPLR side by side."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = list(JOINT_GROUPS)
+    x = np.arange(len(groups))
+    fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
+    ax.bar(x - 0.2, [summary["shn_group_error_mm"][g] for g in groups], 0.4, label="SHN")
+    ax.bar(x + 0.2, [summary["smplr_group_error_mm"][g] for g in groups], 0.4, label="SMPLR")
+    ax.set_xticks(x, groups)
+    ax.set_ylabel("mean error (mm)")
+    ax.set_title(f"Per-group error, {summary['num_samples']} samples")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def draw_mesh(image, vertices, faces, root_camera, colour=(90, 140, 255), alpha=0.5):
+    """Blend the mesh (V, 3) root-relative metres, faces (F, 3), projected into a uint8
+    crop (H, W, 3) with flat shading, far faces first; returns a new image."""
+    import cv2
+
+    from DataReader import camera
+    from training.summaries import project_to_crop
+
+    vertices = np.asarray(vertices, np.float64)
+    if not np.all(np.isfinite(vertices)):
+        return image.copy()
+    cam = vertices @ camera.R_WORLD_TO_CAMERA.T + np.asarray(root_camera, np.float64)
+    pixels = project_to_crop(vertices, root_camera, image.shape[0])
+    tri_cam = cam[faces]
+    normals = np.cross(tri_cam[:, 1] - tri_cam[:, 0], tri_cam[:, 2] - tri_cam[:, 0])
+    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+    shade = 0.35 + 0.65 * np.abs(normals[:, 2])
+    order = np.argsort(-tri_cam[:, :, 2].mean(axis=1))  # far to near
+    layer = image.copy()
+    mask = np.zeros(image.shape[:2], np.uint8)
+    tri_px = np.round(pixels[faces] * 4).astype(np.int32)  # 2 fractional bits
+    for f in order:
+        c = tuple(int(v * shade[f]) for v in colour)
+        cv2.fillConvexPoly(layer, tri_px[f], c, cv2.LINE_AA, 2)
+        cv2.fillConvexPoly(mask, tri_px[f], 255, cv2.LINE_8, 2)
+    out = image.copy()
+    on = mask > 0
+    out[on] = (alpha * layer[on] + (1 - alpha) * image[on]).astype(np.uint8)
+    return out
+
+
+def overlay(image, result, k, faces, parents):
+    """uint8 crop of sample ``k`` with the predicted mesh + skeleton (red) and the true skeleton (green)."""
+    from training.summaries import draw_skeleton, to_uint8
+
+    canvas = np.ascontiguousarray(to_uint8(image))
+    canvas = draw_mesh(canvas, result["vertices"][k], faces, result["root_camera"][k])
+    draw_skeleton(canvas, result["points"][k], result["root_camera"][k], parents, (0, 200, 0))
+    draw_skeleton(canvas, result["smpl_points"][k], result["root_camera"][k], parents, (230, 30, 30))
+    return canvas
+
+
+# ------------------------------------------------------------------ run
+def evaluate(tmp, shn_name, dae_name, smplr_name, data=DEFAULT_DATA, list_name="val.txt", batch_size=12,
+             smpl_dir=None, out=None, overwrite=False, max_batches=None, num_overlays=4):
+    """Run the pipeline over a data list; write the results; return the summary dict."""
+    import cv2
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    import DataReader
+    from smpl import kinematics
+
+    data = Path(data)
+    list_file = data / list_name
+    if not list_file.is_file():
+        raise TrainingError(f"data list not found: {list_file} (give --data DIR and --list FILE)")
+    results_dir = Path(tmp) / "results" / (out or smplr_name)
+    pipeline, smpl_layer, states = load_stages(tmp, shn_name, dae_name, smplr_name, smpl_dir)
+    prepare_results_dir(results_dir, overwrite)
+    dataset = DataReader.shn_dataset(data, list_file, batch_size, training=False)
+    total = -(-len(dataset.loader) // batch_size)
+    if max_batches is not None:
+        total = min(total, max_batches)
+
+    @tf.function(reduce_retracing=True)
+    def predict(images):
+        return pipeline(images, training=False)
+
+    faces = np.asarray(smpl_layer.faces)
+    num_samples = min(len(dataset.loader), total * batch_size)
+    # Overlays of samples spread over the list (consecutive frames look alike).
+    overlay_indices = set(np.linspace(0, num_samples - 1, min(num_overlays, num_samples)).round().astype(int)
+                          .tolist()) if num_overlays > 0 else set()
+    errors = {"shn": [], "dae": [], "smplr": []}
+    overlays_written = 0
+    started = time.time()
+    for k, batch in enumerate(tqdm(dataset, total=total, desc="test", unit="batch", file=sys.stdout)):
+        if max_batches is not None and k >= max_batches:
+            break
+        outputs = {key: value.numpy() for key, value in predict(batch["image"]).items()}
+        result = {"shn_points": outputs["shn_points"], "dae_points": outputs["dae_points"],
+                  "shape": outputs["shape"], "pose": outputs["rotations"],
+                  "smpl_joints": outputs["joints"], "vertices": outputs["vertices"],
+                  "smpl_points": outputs["points"],
+                  "points": batch["points"].numpy(), "rotations": batch["rotations"].numpy(),
+                  "target_shape": batch["shape"].numpy(), "root_camera": batch["root_camera"].numpy(),
+                  "paths": np.array([p.decode() for p in batch["path"].numpy()])}
+        np.savez_compressed(results_dir / f"batch_{k:05d}.npz", **result)
+        errors["shn"].append(point_errors_mm(result["shn_points"], result["points"]))
+        errors["dae"].append(point_errors_mm(result["dae_points"], result["points"]))
+        errors["smplr"].append(point_errors_mm(result["smpl_points"], result["points"]))
+        images = batch["image"].numpy()
+        for i in range(len(images)):
+            if k * batch_size + i in overlay_indices:
+                picture = overlay(images[i], result, i, faces, kinematics.PARENTS)
+                cv2.imwrite(str(results_dir / f"overlay_{overlays_written:02d}.png"), picture[..., ::-1])
+                overlays_written += 1
+    if not errors["shn"]:
+        raise TrainingError(f"{list_file}: no test sample")
+    summary = summarize(*(np.concatenate(errors[key]) for key in ("shn", "dae", "smplr")))
+    summary.update(checkpoints={"shn": shn_name, "dae": dae_name, "smplr": smplr_name},
+                   checkpoint_epochs={key: state.get("best_epoch") for key, state in states.items()},
+                   data=str(data), list=list_name, batch_size=batch_size,
+                   seconds=round(time.time() - started, 1))
+    report = format_summary(summary)
+    print(report)
+    with open(results_dir / "summary.json", "w") as f:
+        json.dump(summary, f, indent=1)
+    plot_group_errors(summary, results_dir / "group_errors.png")
+    print(f"results: {results_dir} ({len(errors['shn'])} batch files, "
+          f"summary.json, group_errors.png, {overlays_written} overlays)")
+    return summary
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python test.py",
+        description="Evaluate trained SHN, DAE and SMPLR checkpoints together: image -> SHN -> "
+                    "soft-argmax -> DAE -> SMPLR -> SMPL. Prints SHN and SMPLR errors in mm (joints, "
+                    "landmarks, all) and the per-group errors; writes TMP/results/SMPLR/ (per-batch "
+                    ".npz, summary.json, group_errors.png, overlay PNGs).")
+    parser.add_argument("gpu_id", metavar="GPU_ID", help="GPU index as nvidia-smi lists it; -1 runs on the CPU")
+    parser.add_argument("shn", metavar="SHN", help="SHN checkpoint name (TMP/checkpoints/SHN)")
+    parser.add_argument("dae", metavar="DAE", help="DAE checkpoint name")
+    parser.add_argument("smplr", metavar="SMPLR", help="shape+pose checkpoint name (holds both nets)")
+    parser.add_argument("--data", metavar="DIR", default=str(DEFAULT_DATA),
+                        help="frames root with the data list (default: %(default)s)")
+    parser.add_argument("--list", metavar="FILE", default="val.txt",
+                        help="data list inside --data (default: %(default)s)")
+    parser.add_argument("--batch-size", metavar="N", type=int, default=12, help="batch size (default: %(default)s)")
+    parser.add_argument("--smpl-dir", metavar="DIR", default=None,
+                        help="folder with the official SMPL files (default: as for training)")
+    parser.add_argument("--tmp", metavar="DIR", default=str(DEFAULT_TMP),
+                        help="root of checkpoints/ and results/ (default: %(default)s)")
+    parser.add_argument("--out", metavar="NAME", default=None,
+                        help="results folder name under TMP/results (default: the SMPLR name)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing results folder")
+    parser.add_argument("--max-batches", metavar="N", type=int, default=None,
+                        help="evaluate at most N batches (default: the whole list)")
+    parser.add_argument("--overlays", metavar="N", type=int, default=4,
+                        help="overlay PNGs to write (default: %(default)s)")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    from training.cli import user_errors
+    try:
+        if args.batch_size < 1 or (args.max_batches is not None and args.max_batches < 1):
+            raise TrainingError("--batch-size and --max-batches must be >= 1")
+        from training.device import select_device
+
+        device = select_device(args.gpu_id)
+        print(f"evaluating SHN {args.shn!r}, DAE {args.dae!r}, SMPLR {args.smplr!r} on {device}")
+        evaluate(Path(args.tmp).expanduser().resolve(), args.shn, args.dae, args.smplr,
+                 data=Path(args.data).expanduser().resolve(), list_name=args.list, batch_size=args.batch_size,
+                 smpl_dir=args.smpl_dir, out=args.out, overwrite=args.overwrite,
+                 max_batches=args.max_batches, num_overlays=args.overlays)
+    except user_errors() as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
