@@ -203,9 +203,11 @@ class Sequence:
 # ----------------------------------------------------------------------------
 
 def crop_from_image_affine(root_px, side_px, size=CROP_SIZE_PX):
-    """The (2, 3) affine taking image pixels to crop pixels: a square of
-    `side_px` image pixels centred on `root_px` (2,) becomes `size` x `size`
-    with the root at the crop centre ((size - 1) / 2)."""
+    """The (2, 3) affine taking image coordinates (continuous, as
+    `camera.project` gives them) to crop pixel coordinates (pixel centres at
+    integers, as arrays are indexed): a square of `side_px` image pixels
+    centred on `root_px` (2,) becomes `size` x `size` with the root at the crop
+    centre ((size - 1) / 2)."""
     scale = size / side_px
     centre = (size - 1) / 2.0
     return np.array([[scale, 0.0, centre - scale * root_px[0]],
@@ -289,7 +291,13 @@ def crop_rgba(rgba, crop_from_image, size=CROP_SIZE_PX):
     """Warps a BGRA uint8 frame (H, W, 4) into the crop: bilinear, zero outside
     the frame. Returns image (size, size, 3) float32 RGB 0..255 and mask
     (size, size, 1) float32 0..1."""
-    crop = cv2.warpAffine(rgba, crop_from_image, (size, size), flags=cv2.INTER_LINEAR,
+    # `crop_from_image` takes the camera's continuous image coordinates
+    # (Blender's: pixel j spans [j, j + 1], so its centre is j + 0.5); OpenCV
+    # puts pixel centres at integers, half a pixel less. Without this shift
+    # the crop would sit half an image pixel off its points2d.
+    opencv_affine = crop_from_image.copy()
+    opencv_affine[:, 2] += crop_from_image[:, :2] @ np.array([0.5, 0.5])
+    crop = cv2.warpAffine(rgba, opencv_affine, (size, size), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     image = cv2.cvtColor(crop, cv2.COLOR_BGRA2RGB).astype(np.float32)  # far faster than crop[..., 2::-1]
     mask = crop[:, :, 3:4].astype(np.float32) * np.float32(1.0 / 255.0)
