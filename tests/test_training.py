@@ -188,6 +188,63 @@ def test_summary_logger_round_trip(tmp_path):
     assert read_image_tags(tmp_path) == {"val/skeleton"}
 
 
+def test_shn_mixed_precision_step_keeps_float32_loss_and_readout(tmp_path, cloth3d_root):
+    """The GPU mixed-precision path, run on the CPU with a small SHN: float16
+    compute, loss scaling, float32 loss and soft-argmax, finite values."""
+    import keras
+
+    from training.config import resolve_paths
+    from training.shn_loop import SHNStage
+    from training.summaries import SummaryLogger
+
+    (tmp_path / "train.txt").write_text("00449/0000.png\n00742/0150.png\n")
+    (tmp_path / "val.txt").write_text("05325/0030.png\n05325/0060.png\n")
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        config = resolve_paths(stage_config("shn", data=cloth3d_root, tmp=tmp_path, num_stacks=1, num_features=16,
+                                            batch_size=2, val_steps=1, log_images=1, mixed_precision=True,
+                                            train_list=str(tmp_path / "train.txt"),
+                                            val_list=str(tmp_path / "val.txt")))
+        stage = SHNStage(config)
+        stage.logger = SummaryLogger(tmp_path / "logs")
+        assert stage.model.compute_dtype == "float16"
+        assert isinstance(stage.optimizer, keras.optimizers.LossScaleOptimizer)
+        batch = next(stage.train_batches(0))
+        logits = stage.model(batch["image"], training=False)
+        assert logits.dtype == "float32"  # heatmaps are read out and scored in float32
+        before = [v.numpy().copy() for v in stage.model.trainable_variables[:3]]
+        first = stage.train_step(batch)
+        assert set(first) == {"loss", "error_all_mm", "loss_stack_1"}
+        assert np.isfinite(first["loss"]) and first["loss"] == pytest.approx(first["loss_stack_1"])
+        stage.train_step(batch)
+        changed = [not np.array_equal(a, v.numpy()) for a, v in zip(before, stage.model.trainable_variables[:3])]
+        assert any(changed)
+        val = stage.validate(0, 2)
+        assert np.isfinite(val["error_all_mm"]) and val["score"] == val["error_all_mm"]
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_same_seed_gives_the_same_first_batch_and_weights(tmp_path, cloth3d_root):
+    from training.config import resolve_paths
+    from training.smplr_loop import SMPLRStage
+
+    def first(seed):
+        config = resolve_paths(stage_config("dae", data=cloth3d_root, tmp=tmp_path, seed=seed, batch_size=16))
+        stage = SMPLRStage(config)
+        batch = next(stage.train_batches(0))
+        return batch["noisy_points"].numpy(), batch["points"].numpy(), stage.dae.get_weights()[0]
+
+    a, b, c = first(5), first(5), first(6)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    assert not np.array_equal(a[0], c[0]) and not np.array_equal(a[2], c[2])
+    # The noise is the SPEC's: |noisy - clean| <= sigma per coordinate, and it is not zero.
+    from DataReader import NOISE_SIGMA
+    assert np.all(np.abs(a[0] - a[1]) <= NOISE_SIGMA.reshape(41, 3) + 1e-6)
+    assert np.abs(a[0] - a[1]).mean() > 0.25 * NOISE_SIGMA.mean()
+
+
 # ------------------------------------------------------------------ resume
 def test_killed_run_resumes_with_the_next_learning_rate(tmp_path, cloth3d_root, capsys):
     from training.summaries import read_scalars

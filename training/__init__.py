@@ -9,9 +9,12 @@ TensorFlow starts:
 - ``schedules``    per-epoch learning rate and steps per epoch
 - ``checkpoints``  ``tmp/checkpoints/NAME/{best,latest}`` with atomic writes
 - ``metrics``      errors in mm (joints, landmarks, all, SPEC groups), degrees
-- ``summaries``    TensorBoard event files (scalars, images)
-- ``shn_loop``     the SHN training loop
-- ``smplr_loop``   the DAE / shape / pose / shape+pose training loop
+- ``summaries``    TensorBoard event files (scalars, images) and skeleton drawings
+- ``runner``       the epoch driver shared by all stages (progress, validation,
+                   checkpoints, resume)
+- ``shn_loop``     the SHN stage: model, data, train / validation steps
+- ``smplr_loop``   the DAE / shape / pose / shape+pose stages
+- ``synthetic_bodies``  extra SMPLR training bodies from the body model (``--synthetic``)
 - ``evaluate``     image -> SHN -> DAE -> SMPLR -> SMPL evaluation (``test.py``)
 - ``cli``          ``python -m training KIND GPU_ID ...``
 """
