@@ -30,7 +30,9 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="python train_all.py",
         description="Train SHN, DAE, shape, pose and the shape+pose fine-tune in order with the "
-                    "original's settings (one process per stage; see python -m training --help).")
+                    "original's settings (one process per stage; see python -m training --help).",
+        epilog="Checkpoints are named " + ", ".join(DEFAULT_NAMES[k] for k in STAGE_KINDS)
+               + " (TMP/checkpoints/NAME); evaluate with: python test.py GPU_ID shn dae smplr")
     parser.add_argument("gpu_id", metavar="GPU_ID", help="GPU index as nvidia-smi lists it; -1 runs on the CPU")
     parser.add_argument("--data", metavar="DIR", default=str(DEFAULT_DATA),
                         help="frames root with train.txt and val.txt (default: %(default)s)")

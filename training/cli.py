@@ -64,6 +64,10 @@ def build_parser():
                           + ")")
     run.add_argument("--lr", metavar="LR", type=float, default=None,
                      help="initial learning rate lr0 of the schedule (default 0.01; shapepose 1e-4)")
+    run.add_argument("--lr-width", metavar="EPOCHS", type=float, default=None,
+                     help="width of the learning-rate sigmoid in epochs (SPEC 12.5: the rate halves at "
+                          "epoch 12.5*10 for the SHN, 12.5*4 for SMPLR); e.g. 12.5*E/200 fits the whole "
+                          "SPEC curve into E epochs")
     run.add_argument("--epochs", metavar="N", type=int, default=None, help="epochs (default 200; shapepose 30)")
     run.add_argument("--steps", metavar="N", type=int, default=None,
                      help="exactly N training steps per epoch, repeating the list when it is short "
@@ -103,7 +107,7 @@ def build_parser():
 def config_from_args(args):
     """A resolved StageConfig from parsed arguments."""
     config = stage_config(
-        args.kind, quick=args.quick, name=args.name, lr0=args.lr, epochs=args.epochs,
+        args.kind, quick=args.quick, name=args.name, lr0=args.lr, lr_width=args.lr_width, epochs=args.epochs,
         steps=args.steps, val_steps=args.val_steps, batch_size=args.batch_size, seed=args.seed,
         finetune=tuple(args.finetune) if args.finetune is not None else None,
         resume=args.resume, overwrite=args.overwrite, tmp=args.tmp, data=args.data,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Optional, Tuple
 
 from training import STAGE_KINDS, TrainingError
-from training.schedules import SHN_LR_CENTRE, SMPLR_LR_CENTRE
+from training.schedules import LR_WIDTH, SHN_LR_CENTRE, SMPLR_LR_CENTRE
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Default frames root (with train.txt / val.txt in it).
@@ -41,6 +41,7 @@ class StageConfig:
     batch_size: int                 # 6 (SHN) or 256 (SMPLR)
     lr0: float                      # initial learning rate
     lr_centre: float                # sigmoid centre of the schedule (10 SHN, 4 SMPLR)
+    lr_width: float = LR_WIDTH      # sigmoid width in epochs (SPEC 12.5; smaller = faster decay)
     steps_growth: Optional[int]     # SHN: at most growth*(epoch+1) steps per epoch
     max_steps: Optional[int]        # cap on steps per epoch (SMPLR: 400; never more than one pass)
     steps: Optional[int] = None     # --steps: exactly this many steps per epoch (repeats the list)
@@ -97,16 +98,18 @@ def _spec_defaults(kind):
 
 
 #: What ``--quick`` changes (architectures, losses and code path untouched):
-#: fewer epochs and a lower cap on steps per epoch (a tiny data list caps them
-#: further: never more than one pass). Measured on 2 CPU cores: a full-size SHN
-#: step at batch 6 takes ~8-13 s after ~60 s of tracing, the SMPLR steps well
-#: under a second, so the SHN gets one short epoch.
+#: fewer epochs, a lower cap on steps per epoch (a tiny data list caps them
+#: further: never more than one pass), and for the SMPLR stages the SPEC
+#: learning-rate curve compressed into those epochs (``lr_width`` scaled by
+#: quick epochs / SPEC epochs), so the rate still decays. Measured on 2 CPU
+#: cores: a full-size SHN step at batch 6 takes ~8-13 s after ~60 s of
+#: tracing, an SMPLR step at batch 256 ~50-80 ms, so the SHN gets one short epoch.
 QUICK = {
     "shn": dict(epochs=1, max_steps=30, val_steps=4),
-    "dae": dict(epochs=10, max_steps=20),
-    "shape": dict(epochs=10, max_steps=20),
-    "pose": dict(epochs=10, max_steps=20),
-    "shapepose": dict(epochs=3, max_steps=10, val_steps=2),
+    "dae": dict(epochs=10, max_steps=20, lr_width=LR_WIDTH * 10 / 200),
+    "shape": dict(epochs=10, max_steps=20, lr_width=LR_WIDTH * 10 / 200),
+    "pose": dict(epochs=10, max_steps=20, lr_width=LR_WIDTH * 10 / 200),
+    "shapepose": dict(epochs=3, max_steps=10, val_steps=2, lr_width=LR_WIDTH * 3 / 30),
 }
 
 
@@ -142,6 +145,8 @@ def validate(config):
         value = getattr(config, key)
         if value is not None and value < 1:
             raise TrainingError(f"{key} must be >= 1, got {value}")
+    if config.lr_width <= 0:
+        raise TrainingError(f"--lr-width must be > 0, got {config.lr_width}")
     if config.lr0 <= 0:
         raise TrainingError(f"--lr must be > 0, got {config.lr0}")
     if config.kind == "shn" and config.augmentation is not None \

@@ -99,7 +99,7 @@ def run(stage):
         history = list(resume_state.get("history", []))
         print(f"resuming {config.name!r} after epoch {start} of {config.epochs} "
               f"(best score {best:.4g} at epoch {best_epoch}); next learning rate "
-              f"{learning_rate(start, config.lr0, config.lr_centre):.6g}")
+              f"{learning_rate(start, config.lr0, config.lr_centre, config.lr_width):.6g}")
     else:
         stage.finetune()
         start, best, best_epoch, history = 0, math.inf, None, []
@@ -112,7 +112,7 @@ def run(stage):
     state = resume_state or {}
     for epoch in range(start, config.epochs):
         started = time.time()
-        lr = learning_rate(epoch, config.lr0, config.lr_centre)
+        lr = learning_rate(epoch, config.lr0, config.lr_centre, config.lr_width)
         stage.optimizer.learning_rate = lr
         steps = stage.steps(epoch)
         bar = tqdm(total=steps, desc=f"{config.name} {epoch + 1}/{config.epochs}", unit="step",
@@ -152,7 +152,7 @@ def run(stage):
                         "val": {k: _json_float(v) for k, v in metrics.items()}})
         state = {"kind": config.kind, "name": config.name, "epochs_done": epoch + 1,
                  "global_step": step, "best": _json_float(best), "best_epoch": best_epoch,
-                 "lr_last": lr, "lr_next": learning_rate(epoch + 1, config.lr0, config.lr_centre),
+                 "lr_last": lr, "lr_next": learning_rate(epoch + 1, config.lr0, config.lr_centre, config.lr_width),
                  "config": config.to_json(), "history": history}
         if improved:
             store.save("best", objects, state)
