@@ -41,10 +41,10 @@ class StageConfig:
     batch_size: int                 # 6 (SHN) or 256 (SMPLR)
     lr0: float                      # initial learning rate
     lr_centre: float                # sigmoid centre of the schedule (10 SHN, 4 SMPLR)
-    lr_width: float = LR_WIDTH      # sigmoid width in epochs (SPEC 12.5; smaller = faster decay)
     steps_growth: Optional[int]     # SHN: at most growth*(epoch+1) steps per epoch
     max_steps: Optional[int]        # cap on steps per epoch (SMPLR: 400; never more than one pass)
     steps: Optional[int] = None     # --steps: exactly this many steps per epoch (repeats the list)
+    lr_width: float = LR_WIDTH      # sigmoid width in epochs (SPEC 12.5; smaller = faster decay)
     val_steps: Optional[int] = None  # cap on validation batches (None: whole list)
     data: Path = DEFAULT_DATA
     train_list: str = "train.txt"
