@@ -94,6 +94,10 @@ def build_parser():
     model.add_argument("--mixed-precision", action="store_true",
                        help="SHN on GPU: float16 compute with loss scaling; heatmap read-out and loss "
                             "stay float32")
+    model.add_argument("--dae-dropout", metavar="RATE", type=float, default=None,
+                       help="DAE dropout rate on its input and middle layer (default 0.2 = the SPEC's keep "
+                            "0.8; 0 lets the DAE see every coordinate, which denoises much better on "
+                            "small data)")
     model.add_argument("--num-stacks", metavar="N", type=int, default=None, help="SHN stacks (default 5, as SPEC)")
     model.add_argument("--num-features", metavar="N", type=int, default=None, help="SHN features (default 256, as SPEC)")
     model.add_argument("--log-images", metavar="N", type=int, default=None,
@@ -113,7 +117,7 @@ def config_from_args(args):
         resume=args.resume, overwrite=args.overwrite, tmp=args.tmp, data=args.data,
         train_list=args.train_list, val_list=args.val_list, augmentation=args.augmentation,
         voc=args.voc, smpl_dir=args.smpl_dir, synthetic=args.synthetic,
-        mixed_precision=args.mixed_precision, num_stacks=args.num_stacks,
+        mixed_precision=args.mixed_precision, num_stacks=args.num_stacks, dae_dropout=args.dae_dropout,
         num_features=args.num_features, log_images=args.log_images,
         exit_after_epoch=args.exit_after_epoch)
     if config.mixed_precision and config.kind != "shn":

@@ -7,7 +7,7 @@ whole chain runs in minutes on a CPU. Command-line options only override
 fields of this dataclass.
 """
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -60,12 +60,12 @@ class StageConfig:
     overwrite: bool = False
     mixed_precision: bool = False
     synthetic: int = 0              # SMPLR: extra synthetic bodies added to the training arrays
+    dae_dropout: float = 0.2        # DAE dropout rate on its input and middle layer (SPEC: keep 0.8)
     num_stacks: int = 5             # SHN stacks (SPEC: 5)
     num_features: int = 256         # SHN features (SPEC: 256)
     log_images: int = 4             # images written to TensorBoard per validation
     quick: bool = False
     exit_after_epoch: Optional[int] = None  # test hook: os._exit(3) after saving this epoch
-    extra: dict = field(default_factory=dict)
 
     @property
     def checkpoint_dir(self):
@@ -160,6 +160,8 @@ def validate(config):
         raise TrainingError("--resume and --overwrite exclude each other")
     if not config.name or "/" in config.name or config.name.startswith("."):
         raise TrainingError(f"--name must be a plain folder name, got {config.name!r}")
+    if not 0.0 <= config.dae_dropout < 1.0:
+        raise TrainingError(f"--dae-dropout must be in [0, 1), got {config.dae_dropout}")
     if config.synthetic < 0:
         raise TrainingError(f"--synthetic must be >= 0, got {config.synthetic}")
     if config.kind == "shapepose" and len(config.finetune) not in (0, 1, 2):

@@ -61,7 +61,7 @@ class SMPLRStage(Stage):
         self.num_train = len(self.train_arrays)
 
         if kind == "dae":
-            self.dae = DAE()
+            self.dae = DAE(dropout_rate=config.dae_dropout)
             self.dae(tf.zeros((1, 3 * NUM_POINTS)))  # creates the variables
             self.trained = [self.dae]
         else:
