@@ -290,7 +290,7 @@ def test_quick_chain_then_test_py_on_generated_data(tmp_path):
                  "--seed", "3", "--quiet"])
     assert made.returncode == 0, made.stderr[-2000:]
     tmp = tmp_path / "tmp"
-    chain = _run(["train_all.py", "-1", "--data", data, "--quick", "--tmp", tmp, "--synthetic", "64"])
+    chain = _run(["train_all.py", "-1", "--data", data, "--quick", "--tmp", tmp, "--synthetic", "16"])
     assert chain.returncode == 0, (chain.stdout[-3000:], chain.stderr[-3000:])
     for name in ("shn", "dae", "shape", "pose", "smplr"):
         store = CheckpointStore(tmp, name)

@@ -89,7 +89,8 @@ def build_parser():
                      help="root of checkpoints/, logs/ and results/ (default: %(default)s)")
     run.add_argument("--quick", action="store_true",
                      help="few epochs and steps, same networks and code (for trying things out; "
-                          "per stage: " + "; ".join(f"{k} {v}" for k, v in QUICK.items()) + ")")
+                          "per stage: " + "; ".join(f"{k} " + ", ".join(f"{n}={v:g}" for n, v in q.items())
+                                                    for k, q in QUICK.items()) + ")")
     model = parser.add_argument_group("model and device")
     model.add_argument("--mixed-precision", action="store_true",
                        help="SHN on GPU: float16 compute with loss scaling; heatmap read-out and loss "

@@ -98,18 +98,19 @@ def _spec_defaults(kind):
 
 
 #: What ``--quick`` changes (architectures, losses and code path untouched):
-#: fewer epochs, a lower cap on steps per epoch (a tiny data list caps them
-#: further: never more than one pass), and for the SMPLR stages the SPEC
-#: learning-rate curve compressed into those epochs (``lr_width`` scaled by
-#: quick epochs / SPEC epochs), so the rate still decays. Measured on 2 CPU
-#: cores: a full-size SHN step at batch 6 takes ~8-13 s after ~60 s of
-#: tracing, an SMPLR step at batch 256 ~50-80 ms, so the SHN gets one short epoch.
+#: fewer epochs and steps; the SHN's steps stay capped by one pass over the
+#: list, the SMPLR stages take a fixed number of steps (repeating a short
+#: list) with the SPEC learning-rate curve compressed into their epochs
+#: (``lr_width`` scaled by quick epochs / SPEC epochs), so the rate decays.
+#: Measured on 2 CPU cores: a full-size SHN step at batch 6 takes ~5-8 s after
+#: ~60 s of tracing, an SMPLR step at batch 256 ~50-80 ms (shapepose, through
+#: SMPL, more), so the SHN gets one short epoch.
 QUICK = {
     "shn": dict(epochs=1, max_steps=30, val_steps=4),
-    "dae": dict(epochs=10, max_steps=20, lr_width=LR_WIDTH * 10 / 200),
-    "shape": dict(epochs=10, max_steps=20, lr_width=LR_WIDTH * 10 / 200),
-    "pose": dict(epochs=10, max_steps=20, lr_width=LR_WIDTH * 10 / 200),
-    "shapepose": dict(epochs=3, max_steps=10, val_steps=2, lr_width=LR_WIDTH * 3 / 30),
+    "dae": dict(epochs=8, steps=15, lr_width=LR_WIDTH * 8 / 200),
+    "shape": dict(epochs=8, steps=15, lr_width=LR_WIDTH * 8 / 200),
+    "pose": dict(epochs=8, steps=15, lr_width=LR_WIDTH * 8 / 200),
+    "shapepose": dict(epochs=2, steps=8, val_steps=2, lr_width=LR_WIDTH * 2 / 30),
 }
 
 
