@@ -24,7 +24,7 @@ SMPLR stages: Adam, batch 256, 200 epochs, <= 400 batches/epoch,
 lr(e) = lr0*(1 - 1/(1+exp(4 - e/12.5))) + 1e-4.
 
 Checkpoints go to TMP/checkpoints/NAME/{best,latest}, TensorBoard logs to
-TMP/logs/NAME (view: pip install tensorboard; tensorboard --logdir tmp/logs)."""
+TMP/logs/NAME (view: .venv/bin/tensorboard --logdir tmp/logs)."""
 
 EXAMPLES = """\
 examples:

@@ -2,7 +2,7 @@
 
 Written with core TensorFlow (``tf.summary.write`` plus the TensorBoard plugin
 metadata), so training does not need the ``tensorboard`` package; install it
-only to *view* the logs: ``pip install tensorboard; tensorboard --logdir tmp/logs``.
+only to *view* the logs (it is in requirements.txt): ``tensorboard --logdir tmp/logs``.
 The records are the same as ``tf.summary.scalar`` / ``tf.summary.image`` write.
 
 Also draws the images logged during validation: the input crop with the
