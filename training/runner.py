@@ -75,22 +75,34 @@ def _json_float(value):
     return value if math.isfinite(value) else None
 
 
-def run(stage):
-    """Train ``stage`` to ``config.epochs`` epochs; returns the final state dict."""
+def prepare(config):
+    """Check the run name before anything is built; returns the state to resume or None.
+
+    A new name is created; an existing one needs ``--resume`` (its latest
+    state is returned, and must be a run of the same kind) or ``--overwrite``.
+    """
+    store = CheckpointStore(config.tmp, config.name)
+    state = store.prepare(resume=config.resume, overwrite=config.overwrite, log_dir=config.log_dir)
+    if state is not None and state.get("kind") != config.kind:
+        raise TrainingError(f"cannot resume {config.name!r}: it is a {state.get('kind')!r} "
+                            f"run, not {config.kind!r}")
+    return state
+
+
+def run(stage, resume_state=None):
+    """Train ``stage`` to ``config.epochs`` epochs; returns the final state dict.
+
+    ``resume_state``: what :func:`prepare` returned (None for a fresh run).
+    """
     from tqdm import tqdm
 
     from training.summaries import SummaryLogger
 
     config = stage.config
     store = CheckpointStore(config.tmp, config.name)
-    resume_state = store.prepare(resume=config.resume, overwrite=config.overwrite,
-                                 log_dir=config.log_dir)
     objects = stage.model_objects()
     with_optimizer = dict(objects, optimizer=stage.optimizer)
     if resume_state is not None:
-        if resume_state.get("kind") != config.kind:
-            raise TrainingError(f"cannot resume {config.name!r}: it is a {resume_state.get('kind')!r} "
-                                f"run, not {config.kind!r}")
         store.restore("latest", with_optimizer)
         start = int(resume_state["epochs_done"])
         best = resume_state.get("best")

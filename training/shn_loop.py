@@ -20,7 +20,7 @@ from smpl import kinematics
 from training import TrainingError
 from training.checkpoints import load_named
 from training.metrics import PointErrorMeter
-from training.runner import Stage, run, set_seeds
+from training.runner import Stage, prepare, run, set_seeds
 from training.schedules import shn_steps
 from training.summaries import skeleton_overlays
 
@@ -146,4 +146,5 @@ class SHNStage(Stage):
 
 def train(config):
     """Train the SHN stage described by ``config`` (a resolved StageConfig)."""
-    return run(SHNStage(config))
+    resume_state = prepare(config)  # name checks first: nothing is built for a refused run
+    return run(SHNStage(config), resume_state)

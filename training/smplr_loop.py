@@ -28,7 +28,7 @@ from smpl import kinematics
 from training import TrainingError
 from training.checkpoints import load_named
 from training.metrics import PointErrorMeter, rotation_errors_deg
-from training.runner import Stage, run, set_seeds
+from training.runner import Stage, prepare, run, set_seeds
 from training.schedules import smplr_steps
 from training.synthetic_bodies import synthetic_arrays
 
@@ -230,4 +230,5 @@ class SMPLRStage(Stage):
 
 def train(config):
     """Train the DAE / shape / pose / shapepose stage described by ``config``."""
-    return run(SMPLRStage(config))
+    resume_state = prepare(config)  # name checks first: nothing is built for a refused run
+    return run(SMPLRStage(config), resume_state)
