@@ -3,7 +3,7 @@
 points (B, 123) (41 root-relative points, x y z each, metres) -> cleaned (B, 123).
 Dropout 0.2 (keep 0.8) on the input; encoder fc 1024, 1024, 512; dropout;
 decoder fc 1024 + skip from the second encoder layer, fc 1024 + skip from the
-first; a linear fc 123 added to the (un-dropped) input.
+first; a linear fc 123 added to the (un-dropped) input, initialised to zero.
 """
 import keras
 
@@ -50,7 +50,13 @@ class DAE(keras.Model):
         self.middle_dropout = keras.layers.Dropout(self.dropout_rate)
         self.decoder_2 = DenseBatchNormELU(1024, name="decoder_2")
         self.decoder_1 = DenseBatchNormELU(1024, name="decoder_1")
-        self.residual = dense(3 * self.num_points, name="residual")
+        # Deviation from the original (whose Glorot-initialised bias made a fresh
+        # DAE add ~10 cm of offsets, so thousands of steps went into getting back
+        # to the input): the residual layer starts at zero, so a fresh DAE is the
+        # identity and training only ever removes noise. Measured on the real
+        # validation sequence after 4,000 steps: 25.4 mm (Glorot) vs 19.2 mm (zero).
+        self.residual = keras.layers.Dense(3 * self.num_points, kernel_initializer="zeros",
+                                           bias_initializer="zeros", name="residual")
 
     def call(self, points, training=False):
         if len(points.shape) != 2 or points.shape[-1] != 3 * self.num_points:

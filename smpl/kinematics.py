@@ -50,6 +50,17 @@ PARENTS = np.concatenate([
     SMPL_PARENTS,
     [9, 9, 0, 0, 0, 2, 1, 29, 30, 10, 11, 22, 16, 36, 17, 38, 23, 15]]).astype(np.int64)
 
+#: The SMPL joint whose frame each landmark rides on (SPEC order): the joint
+#: in whose frame the landmark's offset varies least over the CLOTH3D++
+#: ground truth (std 2-7 mm; the rest is skinning blend and pose blend shapes).
+LANDMARK_JOINTS = np.array([9, 9, 0, 0, 0, 2, 1, 2, 1, 10, 11, 22, 16, 16, 17, 17, 23, 15], dtype=np.int64)
+
+#: Rigid-skeleton attachment of each of the 42 nodes (-1 for the root): a
+#: joint hangs off its SMPL parent, a landmark off `LANDMARK_JOINTS`. Posing
+#: node i is X[i] = X[ATTACHMENT[i]] + G[ATTACHMENT[i]] @ offset[i], with G the
+#: joints' world rotations (exact for SMPL joints, ~1 mm for the landmarks).
+ATTACHMENT = np.concatenate([SMPL_PARENTS, LANDMARK_JOINTS]).astype(np.int64)
+
 #: End nodes of the bones that make up each limb map of the SHN, in SPEC's
 #: order: right arm, left arm, right leg, left leg.
 LIMB_END_NODES = ((17, 19, 21, 23), (16, 18, 20, 22), (5, 8, 11), (4, 7, 10))

@@ -9,7 +9,7 @@ import time
 
 from training import STAGE_KINDS, TrainingError
 from training.config import (AUGMENTATION_MODES, DEFAULT_DATA, DEFAULT_NAMES, DEFAULT_TMP, QUICK,
-                             resolve_paths, stage_config)
+                             SYNTHETIC_BODY_SOURCES, resolve_paths, stage_config)
 
 DESCRIPTION = """\
 Train one SMPLR stage with the original's settings (SPEC):
@@ -53,8 +53,10 @@ def build_parser():
                       help="Pascal VOC 2012 folder (JPEGImages, SegmentationObject, person_trainval list) "
                            "for SHN background/occlusion augmentation (modes 2 and 3)")
     data.add_argument("--synthetic", metavar="N", type=int, default=None,
-                      help="SMPLR stages: add N random bodies from the body model to the training points "
-                           "(default 0)")
+                      help="SMPLR stages: add N random bodies to the training points (default 0)")
+    data.add_argument("--synthetic-bodies", metavar="SOURCE", default=None, choices=tuple(SYNTHETIC_BODY_SOURCES),
+                      help="where --synthetic bodies come from: " + "; ".join(
+                          f"{k}: {v}" for k, v in SYNTHETIC_BODY_SOURCES.items()) + " (default: auto)")
     data.add_argument("--smpl-dir", metavar="DIR", default=None,
                       help="folder with the official SMPL model files (default: smpl/models, "
                            "$SMPLR_SMPL_DIR, else the open default body)")
@@ -118,6 +120,7 @@ def config_from_args(args):
         resume=args.resume, overwrite=args.overwrite, tmp=args.tmp, data=args.data,
         train_list=args.train_list, val_list=args.val_list, augmentation=args.augmentation,
         voc=args.voc, smpl_dir=args.smpl_dir, synthetic=args.synthetic,
+        synthetic_bodies=args.synthetic_bodies,
         mixed_precision=args.mixed_precision, num_stacks=args.num_stacks, dae_dropout=args.dae_dropout,
         num_features=args.num_features, log_images=args.log_images,
         exit_after_epoch=args.exit_after_epoch)

@@ -30,6 +30,14 @@ AUGMENTATION_MODES = {0: "none", 1: "standard (rotation +-0.15 rad, colour, imag
                       2: "synthetic occlusion (VOC occluders / backgrounds)",
                       3: "standard + occlusion"}
 
+#: Sources of ``--synthetic`` bodies (``--synthetic-bodies``).
+SYNTHETIC_BODY_SOURCES = {
+    "auto": "skeleton for the dae and pose stages when the body model is the open default body, "
+            "else model",
+    "model": "random betas and poses through the body model (the only source for shape and shapepose)",
+    "skeleton": "the training subjects' own skeletons re-posed (dae and pose stages; no model file needed)",
+}
+
 
 @dataclass
 class StageConfig:
@@ -60,6 +68,7 @@ class StageConfig:
     overwrite: bool = False
     mixed_precision: bool = False
     synthetic: int = 0              # SMPLR: extra synthetic bodies added to the training arrays
+    synthetic_bodies: str = "auto"  # where they come from: SYNTHETIC_BODY_SOURCES
     dae_dropout: float = 0.2        # DAE dropout rate on its input and middle layer (SPEC: keep 0.8)
     num_stacks: int = 5             # SHN stacks (SPEC: 5)
     num_features: int = 256         # SHN features (SPEC: 256)
@@ -165,6 +174,12 @@ def validate(config):
         raise TrainingError(f"--dae-dropout must be in [0, 1), got {config.dae_dropout}")
     if config.synthetic < 0:
         raise TrainingError(f"--synthetic must be >= 0, got {config.synthetic}")
+    if config.synthetic_bodies not in SYNTHETIC_BODY_SOURCES:
+        raise TrainingError(f"--synthetic-bodies must be one of {', '.join(SYNTHETIC_BODY_SOURCES)}, "
+                            f"got {config.synthetic_bodies!r}")
+    if config.synthetic_bodies == "skeleton" and config.kind in ("shape", "shapepose"):
+        raise TrainingError(f"--synthetic-bodies skeleton has no betas, so it cannot train the "
+                            f"{config.kind} stage; use model (or auto)")
     if config.kind == "shapepose" and len(config.finetune) not in (0, 1, 2):
         raise TrainingError("shapepose --finetune takes SHAPE POSE checkpoint names "
                             f"(or one SMPLR name), got {list(config.finetune)}")

@@ -17,6 +17,8 @@ errors in mm: DAE output for ``dae``; for the others the SMPL body built from
 the prediction, with the ground-truth pose for ``shape`` and the ground-truth
 shape for ``pose`` (as the original); mean per-joint rotation error in degrees.
 """
+from pathlib import Path
+
 import numpy as np
 import tensorflow as tf
 import keras
@@ -25,11 +27,13 @@ import DataReader
 import smpl
 from models import DAE, SMPLR, dae_loss, pose_loss, shape_loss, shapepose_loss
 from smpl import kinematics
+from smpl.io import OPEN_BODY_FILES
 from training import TrainingError
 from training.checkpoints import load_named
 from training.metrics import PointErrorMeter, rotation_errors_deg
 from training.runner import Stage, prepare, run, set_seeds
 from training.schedules import smplr_steps
+from training.skeleton_bodies import skeleton_arrays
 from training.synthetic_bodies import synthetic_arrays
 
 NUM_POINTS = kinematics.NUM_POINTS
@@ -44,6 +48,26 @@ def load_body_model(smpl_dir=None):
         raise TrainingError(str(error)) from None
 
 
+def synthetic_body_source(config):
+    """"model" or "skeleton": where this stage's ``--synthetic`` bodies come from.
+
+    ``auto`` re-poses the training subjects' skeletons for the dae and pose
+    stages when the body model is the open default body (whose skeleton is
+    not SMPL's, see ``training.skeleton_bodies``), and uses the body model
+    otherwise; shape and shapepose need betas, so always the model.
+    """
+    if config.synthetic_bodies != "auto":
+        return config.synthetic_bodies
+    if config.kind in ("shape", "shapepose"):
+        return "model"
+    try:
+        female, male = smpl.find_models(config.smpl_dir)
+    except FileNotFoundError:
+        return "skeleton"
+    open_body = {Path(p).resolve() for p in OPEN_BODY_FILES.values()}
+    return "skeleton" if {Path(female).resolve(), Path(male).resolve()} <= open_body else "model"
+
+
 class SMPLRStage(Stage):
     """Model parts, optimiser, data and steps of one DAE / shape / pose / shapepose run."""
 
@@ -54,9 +78,14 @@ class SMPLRStage(Stage):
         self.train_arrays = DataReader.SMPLRArrays.from_list(config.data, config.data / config.train_list,
                                                              progress=True)
         self.val_arrays = DataReader.SMPLRArrays.from_list(config.data, config.data / config.val_list)
-        self.smpl_layer = load_body_model(config.smpl_dir) if (kind != "dae" or config.synthetic) else None
-        if config.synthetic:
+        self.body_source = synthetic_body_source(config) if config.synthetic else None
+        needs_model = kind != "dae" or self.body_source == "model"
+        self.smpl_layer = load_body_model(config.smpl_dir) if needs_model else None
+        if self.body_source == "model":
             extra = synthetic_arrays(self.smpl_layer, config.synthetic, seed=config.seed)
+        elif self.body_source == "skeleton":
+            extra = skeleton_arrays(self.train_arrays, config.synthetic, seed=config.seed)
+        if config.synthetic:
             self.train_arrays = self.train_arrays.concatenate(extra)
         self.num_train = len(self.train_arrays)
 
@@ -96,7 +125,7 @@ class SMPLRStage(Stage):
             raise TrainingError(f"{config.data / config.val_list}: no validation samples")
         params = sum(int(np.prod(v.shape)) for v in self.variables)
         print(f"{kind}: {params / 1e6:.2f} M trainable parameters, {self.num_train} training "
-              f"({config.synthetic} synthetic) / {len(self.val_arrays)} validation samples, "
+              f"({config.synthetic} synthetic{', ' + self.body_source + ' bodies' if self.body_source else ''}) / {len(self.val_arrays)} validation samples, "
               f"batch {config.batch_size}, input noise {'on' if noise else 'off'}")
         self._train_iterator = None
         self._train_step = tf.function(self._train_step_eager, reduce_retracing=True)
