@@ -39,7 +39,10 @@ def build_parser():
     parser.add_argument("--quick", action="store_true",
                         help="few epochs and steps per stage (same networks and code), minutes on a CPU")
     parser.add_argument("--synthetic", metavar="N", type=int, default=0,
-                        help="add N random bodies from the body model to the SMPLR stages' training points")
+                        help="add N synthetic bodies to the SMPLR stages' training points (dae and pose: "
+                             "the training subjects' skeletons re-posed when the body model is the open "
+                             "default body; shape and shapepose: the body model; see --synthetic-bodies "
+                             "in python -m training --help)")
     parser.add_argument("--voc", metavar="DIR", default=None,
                         help="Pascal VOC 2012 folder for the SHN's occlusion augmentation (mode 3)")
     parser.add_argument("--smpl-dir", metavar="DIR", default=None,

@@ -11,10 +11,11 @@ How: SMPL joints move rigidly with their parent's frame and the landmarks
 nearly so (`smpl.kinematics.ATTACHMENT`), so each training sequence's ground
 truth (points + rotations) gives its subject's skeleton as 42 constant offsets,
 exact for the joints and within a few mm for the landmarks. New bodies blend
-two subjects' skeletons, scale them (size, per-bone length, soft-tissue girth)
-and pose them with the generator's pose sampler; the points come out by
-forward kinematics. Needs no body model file; bodies have no betas, so they
-serve the ``dae`` and ``pose`` stages (their ``shape`` rows are NaN).
+two subjects' skeletons, scale every bone and landmark offset by the length
+ratios of a random body of the body model (its shape variation, not its
+skeleton), and pose them with the generator's pose sampler; the points come
+out by forward kinematics. Bodies have no betas, so they serve the ``dae``
+and ``pose`` stages (their ``shape`` rows are NaN).
 """
 import numpy as np
 
@@ -27,15 +28,15 @@ ATTACHMENT = kinematics.ATTACHMENT
 NUM_NODES = kinematics.NUM_NODES
 LANDMARK_NODES = np.arange(kinematics.NUM_JOINTS, NUM_NODES)
 
-#: Shape variation of a synthetic skeleton (chosen once, from anatomy, not tuned
-#: on validation data): blend weight between two subjects, overall size,
-#: per-bone length spread, soft-tissue girth (landmark offsets from their joint),
-#: per-landmark spread and position jitter (metres).
+#: Shape variation of a synthetic skeleton (chosen once, from anatomy and the
+#: data's range, not tuned on validation data): blend weight between two
+#: subjects; betas of the body model whose per-bone length ratios (shaped body
+#: over mean body) scale the blend, uniform in +-BETA_RANGE as wide as the
+#: broad shapes CLOTH3D samples (|beta| up to 2.4 on the training subjects);
+#: extra per-bone length spread; landmark position jitter (metres).
 BLEND_RANGE = (-0.3, 1.3)
-SIZE_RANGE = (0.88, 1.12)
-BONE_LENGTH_STD = 0.04
-GIRTH_RANGE = (0.75, 1.6)
-LANDMARK_SCALE_STD = 0.06
+BETA_RANGE = 3.0
+BONE_LENGTH_STD = 0.03
 LANDMARK_JITTER_M = 0.008
 #: A sequence whose rigid skeleton misses its own points by more than this
 #: (mean, metres) has points and rotations that do not belong together.
@@ -96,23 +97,59 @@ def subject_skeletons(arrays):
     return np.stack(skeletons)
 
 
-def sample_skeletons(skeletons, count, rng):
-    """``count`` random skeletons (count, 42, 3) around the subjects' (S, 42, 3)."""
+def rest_offsets(model, betas):
+    """Offsets (N, 42, 3) of a body model's rest pose for betas (N, 10), as `skeleton_offsets` gives them.
+
+    In the rest pose every joint frame is the identity, so an offset is the
+    node minus its attachment joint. Joints and landmarks are linear in the
+    betas, so only their 42 rows of the shape blend shapes are used.
+    """
+    joints = model.J_regressor.astype(np.float64)
+    template = np.concatenate([joints @ model.v_template, model.v_template[model.landmark_ids]])
+    directions = np.concatenate([np.einsum("jv,vcb->jcb", joints, model.shapedirs[:, :, :10]),
+                                 model.shapedirs[model.landmark_ids, :, :10]]).astype(np.float64)
+    nodes = template[None] + np.einsum("jcb,nb->njc", directions, np.asarray(betas, np.float64))
+    offsets = np.zeros_like(nodes)
+    offsets[:, 1:] = nodes[:, 1:] - nodes[:, ATTACHMENT[1:]]
+    return offsets
+
+
+def shape_length_ratios(models, count, rng):
+    """Per-node length ratios (count, 42) of random bodies over the mean body.
+
+    models: (female, male) ``SMPLModel``s, one picked at random per body;
+    betas uniform in +-``BETA_RANGE``. The ratios carry the body model's
+    co-variation of bones and soft tissue (wide hips with a big belly...).
+    """
+    ratios = np.ones((count, NUM_NODES))
+    gender = rng.integers(0, 2, count)
+    betas = rng.uniform(-BETA_RANGE, BETA_RANGE, (count, 10))
+    for index, model in enumerate(models):
+        rows = gender == index
+        mean = np.linalg.norm(rest_offsets(model, np.zeros((1, 10))), axis=-1)
+        shaped = np.linalg.norm(rest_offsets(model, betas[rows]), axis=-1)
+        ratios[rows, 1:] = shaped[:, 1:] / np.maximum(mean[:, 1:], 1e-6)
+    return ratios
+
+
+def sample_skeletons(skeletons, length_ratios, rng):
+    """Random skeletons (N, 42, 3) around the subjects' (S, 42, 3), scaled per node by (N, 42) ratios."""
     skeletons = np.asarray(skeletons, np.float64)
+    count = len(length_ratios)
     first = rng.integers(0, len(skeletons), count)
     second = rng.integers(0, len(skeletons), count)
     blend = rng.uniform(*BLEND_RANGE, (count, 1, 1))
     offsets = blend * skeletons[first] + (1.0 - blend) * skeletons[second]
-    offsets *= rng.uniform(*SIZE_RANGE, (count, 1, 1))
-    offsets *= rng.normal(1.0, BONE_LENGTH_STD, (count, NUM_NODES, 1))
-    girth = rng.uniform(*GIRTH_RANGE, (count, 1, 1)) * rng.normal(1.0, LANDMARK_SCALE_STD, (count, len(LANDMARK_NODES), 1))
-    offsets[:, LANDMARK_NODES] = offsets[:, LANDMARK_NODES] * girth \
-        + rng.normal(0.0, LANDMARK_JITTER_M, (count, len(LANDMARK_NODES), 3))
+    offsets *= np.asarray(length_ratios)[..., None] * rng.normal(1.0, BONE_LENGTH_STD, (count, NUM_NODES, 1))
+    offsets[:, LANDMARK_NODES] += rng.normal(0.0, LANDMARK_JITTER_M, (count, len(LANDMARK_NODES), 3))
     return offsets
 
 
-def skeleton_arrays(arrays, count, seed):
+def skeleton_arrays(arrays, count, seed, models):
     """``SMPLRArrays`` of ``count`` bodies re-posed from the subjects of ``arrays``.
+
+    models: (female, male) ``SMPLModel``s lending their shape variation
+    (`shape_length_ratios`); their own skeleton is not used.
 
     Poses (and the upright global rotation with a random heading) come from
     the generator's sampler, as ``--synthetic`` model bodies; the same seed
@@ -123,7 +160,8 @@ def skeleton_arrays(arrays, count, seed):
     skeletons = subject_skeletons(arrays)
     rotations, _ = sample_parameters(count, seed)
     rng = np.random.default_rng([int(seed), 0x5EE1E7])
-    points = pose_skeleton(sample_skeletons(skeletons, count, rng), rotations)
+    ratios = shape_length_ratios(models, count, rng)
+    points = pose_skeleton(sample_skeletons(skeletons, ratios, rng), rotations)
     return SMPLRArrays(points=points.astype(np.float32), rotations=rotations,
                        shape=np.full((count, 11), np.nan, np.float32),
                        paths=np.array([f"skeleton/{i:06d}" for i in range(count)]))

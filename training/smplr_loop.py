@@ -84,7 +84,8 @@ class SMPLRStage(Stage):
         if self.body_source == "model":
             extra = synthetic_arrays(self.smpl_layer, config.synthetic, seed=config.seed)
         elif self.body_source == "skeleton":
-            extra = skeleton_arrays(self.train_arrays, config.synthetic, seed=config.seed)
+            models = [smpl.load_model(path) for path in smpl.find_models(config.smpl_dir)]
+            extra = skeleton_arrays(self.train_arrays, config.synthetic, seed=config.seed, models=models)
         if config.synthetic:
             self.train_arrays = self.train_arrays.concatenate(extra)
         self.num_train = len(self.train_arrays)
@@ -124,8 +125,9 @@ class SMPLRStage(Stage):
         if not self.val_batches:
             raise TrainingError(f"{config.data / config.val_list}: no validation samples")
         params = sum(int(np.prod(v.shape)) for v in self.variables)
+        source = f", {self.body_source} bodies" if self.body_source else ""
         print(f"{kind}: {params / 1e6:.2f} M trainable parameters, {self.num_train} training "
-              f"({config.synthetic} synthetic{', ' + self.body_source + ' bodies' if self.body_source else ''}) / {len(self.val_arrays)} validation samples, "
+              f"({config.synthetic} synthetic{source}) / {len(self.val_arrays)} validation samples, "
               f"batch {config.batch_size}, input noise {'on' if noise else 'off'}")
         self._train_iterator = None
         self._train_step = tf.function(self._train_step_eager, reduce_retracing=True)
