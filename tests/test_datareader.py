@@ -387,8 +387,12 @@ def test_pipeline_errors_name_the_file(broken_root):
     (sequence / "0006.png").write_bytes(data[:len(data) // 3])
     (broken_root / "list.txt").write_text("00449/0003.png\n00449/0006.png\n")
     dataset = DataReader.shn_dataset(broken_root, broken_root / "list.txt", 1, training=False)
-    with pytest.raises(Exception, match=r"0006.png: corrupt"):
+    with pytest.raises(Exception, match=r"0006.png: corrupt") as caught:
         list(dataset)
+    # The command-line tools turn TensorFlow's wrapped error into the reader's one line.
+    from training.cli import user_error_message
+    assert user_error_message(caught.value) == f"{sequence / '0006.png'}: corrupt or unreadable PNG"
+    assert user_error_message(RuntimeError("a bug")) is None
 
 
 def test_empty_mask_is_skipped_with_a_counted_warning(broken_root, caplog):

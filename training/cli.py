@@ -4,6 +4,7 @@ The GPU is chosen (``training.device``) before TensorFlow is imported; the
 stage loop modules, which import TensorFlow, are imported only afterwards.
 """
 import argparse
+import re
 import sys
 import time
 
@@ -136,6 +137,26 @@ def user_errors():
     return (TrainingError, FileNotFoundError, FileExistsError, CLOTH3DError)
 
 
+#: The data reader's own line inside a TensorFlow error (see `user_error_message`).
+_WRAPPED_DATA_ERROR = re.compile(r"(?:CLOTH3DError|EmptyMaskError|FileNotFoundError): ([^\n]+)")
+
+
+def user_error_message(error):
+    """The one-line message of a user-facing error, or None for anything else (a bug).
+
+    A bad frame found while tf.data reads it (e.g. a PNG that is corrupt past
+    its header) reaches the training loop wrapped in a TensorFlow error that
+    carries the reader's traceback; its one line naming the file is extracted.
+    """
+    if isinstance(error, user_errors()):
+        return str(error)
+    if type(error).__module__.startswith("tensorflow"):
+        match = _WRAPPED_DATA_ERROR.search(str(error))
+        if match:
+            return match.group(1).strip()
+    return None
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     started = time.time()
@@ -150,8 +171,11 @@ def main(argv=None):
         else:
             from training.smplr_loop import train
         train(config)
-    except user_errors() as error:
-        print(f"error: {error}", file=sys.stderr)
+    except Exception as error:  # noqa: BLE001 - user errors become one line, bugs keep their traceback
+        message = user_error_message(error)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; continue with --resume", file=sys.stderr)
