@@ -15,6 +15,8 @@ TensorFlow starts:
 - ``shn_loop``     the SHN stage: model, data, train / validation steps
 - ``smplr_loop``   the DAE / shape / pose / shape+pose stages
 - ``synthetic_bodies``  extra SMPLR training bodies from the body model (``--synthetic``)
+- ``skeleton_bodies``   extra DAE / pose training bodies: the training subjects'
+                        skeletons re-posed (``--synthetic-bodies skeleton``)
 - ``evaluate``     image -> SHN -> DAE -> SMPLR -> SMPL evaluation (``test.py``)
 - ``cli``          ``python -m training KIND GPU_ID ...``
 """
