@@ -68,6 +68,20 @@ class PoseNet(TrunkAndSideBranch):
         super().__init__(3 * kinematics.NUM_POINTS, NUM_POSE, final_activation="tanh", **kwargs)
 
 
+def nearest_rotation(matrices):
+    """The rotation nearest (Frobenius) to each 3x3 matrix: (..., 3, 3) -> (..., 3, 3).
+
+    R = U diag(1, 1, det(U V^T)) V^T from the SVD M = U S V^T, so a reflection
+    never comes out. The pose net's tanh outputs are only roughly rotations;
+    SMPL posed with them stretches every bone down the chain.
+    """
+    u, _, vt = ops.svd(ops.convert_to_tensor(matrices, dtype="float32"))
+    det = ops.linalg.det(ops.matmul(u, vt))
+    ones = ops.ones_like(det)
+    fix = ops.stack([ones, ones, det], axis=-1)[..., None, :]  # scales U's last column
+    return ops.matmul(u * fix, vt)
+
+
 class SMPLR(keras.Model):
     """points (B, 41, 3) root-relative, metres -> dict of SMPL parameters and the body they give.
 
@@ -78,6 +92,12 @@ class SMPLR(keras.Model):
     joints 1..23 then the landmark vertices; all root-centred, metres.
     `run_smpl=False` skips the body model (the shape and pose stages train the
     nets alone) and returns only 'shape', 'pose' and 'rotations'.
+
+    'rotations' are the pose net's matrices as they are while training (as the
+    original, which trained through SMPL with them) and their nearest
+    rotations at inference (`nearest_rotation`; beyond the original, whose
+    test posed SMPL with the raw matrices), so evaluated bodies are valid
+    SMPL bodies.
     """
 
     def __init__(self, smpl_layer, **kwargs):
@@ -102,6 +122,8 @@ class SMPLR(keras.Model):
         shape = self.shape_net(bones, training=training)
         pose = self.pose_net(normals, training=training)
         rotations = ops.reshape(pose, (-1, kinematics.NUM_JOINTS, 3, 3))
+        if not training:
+            rotations = nearest_rotation(rotations)
         outputs = {"shape": shape, "pose": pose, "rotations": rotations}
         if run_smpl:
             vertices, joints = self.smpl_layer(rotations, shape)

@@ -9,6 +9,7 @@ from scipy.spatial.transform import Rotation
 import smpl
 from models import (DAE, SHN, SMPLR, Pipeline, PoseNet, ShapeNet, VoxelHeatmapLoss, dae_loss, pose_loss,
                     shape_loss, shapepose_loss, soft_argmax)
+from models.smplr import nearest_rotation
 from smpl import kinematics
 
 
@@ -231,7 +232,16 @@ def test_smplr_outputs_equal_direct_computation(smpl_layer):
                                np.asarray(smplr.shape_net(bones.astype(np.float32))), atol=1e-5)
     np.testing.assert_allclose(np.asarray(outputs["pose"]),
                                np.asarray(smplr.pose_net(normals.astype(np.float32))), atol=1e-5)
-    np.testing.assert_array_equal(np.asarray(outputs["rotations"]), np.asarray(outputs["pose"]).reshape(3, 24, 3, 3))
+    # Inference poses SMPL with the nearest rotations (float64 SVD reference),
+    # training with the raw matrices, as the original trained.
+    raw = np.asarray(outputs["pose"], np.float64).reshape(3, 24, 3, 3)
+    u, _, vt = np.linalg.svd(raw)
+    d = np.sign(np.linalg.det(u @ vt))
+    reference = u @ (np.eye(3) * np.stack([np.ones_like(d), np.ones_like(d), d], -1)[..., None, :]) @ vt
+    np.testing.assert_allclose(np.asarray(outputs["rotations"]), reference, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.det(np.asarray(outputs["rotations"], np.float64)), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(smplr(points, training=True, run_smpl=False)["rotations"]),
+                                  np.asarray(smplr(points, training=True, run_smpl=False)["pose"]).reshape(3, 24, 3, 3))
     vertices, joints = smpl_layer(outputs["rotations"], outputs["shape"])
     np.testing.assert_allclose(np.asarray(outputs["vertices"]), np.asarray(vertices), atol=1e-6)
     np.testing.assert_allclose(np.asarray(outputs["joints"]), np.asarray(joints), atol=1e-6)
@@ -239,6 +249,17 @@ def test_smplr_outputs_equal_direct_computation(smpl_layer):
                                       np.asarray(vertices)[:, smpl_layer.female.landmark_ids]], axis=1)
     np.testing.assert_allclose(np.asarray(outputs["points"]), expected_points, atol=1e-6)
     assert set(smplr(points, run_smpl=False)) == {"shape", "pose", "rotations"}
+
+
+def test_nearest_rotation_keeps_rotations_and_never_reflects():
+    rotations = Rotation.random(50, random_state=8).as_matrix()
+    np.testing.assert_allclose(np.asarray(nearest_rotation(rotations)), rotations, atol=1e-5)
+    # A noisy rotation comes back to within the noise; a reflection to a proper rotation.
+    noisy = rotations + np.random.default_rng(8).normal(0.0, 0.05, rotations.shape)
+    angle = Rotation.from_matrix(np.asarray(nearest_rotation(noisy), np.float64)).inv() * Rotation.from_matrix(rotations)
+    assert np.degrees(angle.magnitude()).max() < 10.0
+    reflected = rotations * np.array([1.0, 1.0, -1.0])
+    np.testing.assert_allclose(np.linalg.det(np.asarray(nearest_rotation(reflected), np.float64)), 1.0, atol=1e-5)
 
 
 def test_smplr_shapepose_gradients_reach_every_variable(smpl_layer):
