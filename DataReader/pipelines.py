@@ -251,6 +251,9 @@ def smplr_dataset(arrays, batch_size, training, noise=None, seed=None, shuffle=N
     noise = training if noise is None else noise
     shuffle = training if shuffle is None else shuffle
     drop_remainder = training if drop_remainder is None else drop_remainder
+    if drop_remainder and len(arrays) < batch_size:
+        raise ValueError(f"smplr_dataset: {len(arrays)} samples make no full batch of {batch_size} "
+                         "(the last partial batch is dropped); repeat the arrays or lower the batch size")
     dataset = tf.data.Dataset.from_tensor_slices(
         {"points": arrays.points.astype(np.float32), "rotations": arrays.rotations.astype(np.float32),
          "shape": arrays.shape.astype(np.float32)})

@@ -524,6 +524,9 @@ def test_smplr_arrays_and_dataset(cloth3d_root, reader):
     assert np.all(np.abs(noise) <= sigma + 1e-6)
     np.testing.assert_allclose(noise.std(axis=0) / (sigma / np.sqrt(3)), 1.0, atol=0.25)
     assert noise.shape[0] == 256  # 267 samples, partial batch dropped in training
+    # Too few samples for one full training batch: a clear error, not an empty dataset.
+    with pytest.raises(ValueError, match="67 samples make no full batch of 256"):
+        DataReader.smplr_dataset(val, 256, training=True)
 
 
 def test_smplr_dataset_bone_and_normal_features(cloth3d_root):
