@@ -157,6 +157,16 @@ def user_error_message(error):
     return None
 
 
+def report_user_error(error):
+    """Print a user-facing error as one ``error: ...`` line and return exit status 2;
+    re-raise anything else (a bug keeps its traceback)."""
+    message = user_error_message(error)
+    if message is None:
+        raise error
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     started = time.time()
@@ -172,11 +182,7 @@ def main(argv=None):
             from training.smplr_loop import train
         train(config)
     except Exception as error:  # noqa: BLE001 - user errors become one line, bugs keep their traceback
-        message = user_error_message(error)
-        if message is None:
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+        return report_user_error(error)
     except KeyboardInterrupt:
         print("interrupted; continue with --resume", file=sys.stderr)
         return 130

@@ -277,7 +277,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from training.cli import user_error_message
+    from training.cli import report_user_error
     try:
         if args.batch_size < 1 or (args.max_batches is not None and args.max_batches < 1):
             raise TrainingError("--batch-size and --max-batches must be >= 1")
@@ -290,9 +290,5 @@ def main(argv=None):
                  smpl_dir=args.smpl_dir, out=args.out, overwrite=args.overwrite,
                  max_batches=args.max_batches, num_overlays=args.overlays)
     except Exception as error:  # noqa: BLE001 - user errors become one line, bugs keep their traceback
-        message = user_error_message(error)
-        if message is None:
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+        return report_user_error(error)
     return 0
