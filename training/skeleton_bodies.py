@@ -17,6 +17,8 @@ skeleton), and pose them with the generator's pose sampler; the points come
 out by forward kinematics. Bodies have no betas, so they serve the ``dae``
 and ``pose`` stages (their ``shape`` rows are NaN).
 """
+from pathlib import Path
+
 import numpy as np
 
 from DataReader import SMPLRArrays
@@ -82,8 +84,7 @@ def subject_skeletons(arrays):
     TrainingError when a sequence's points and rotations do not fit a rigid
     skeleton (``MAX_FIT_ERROR_M``), e.g. rotations of another body model.
     """
-    sequences = np.array([str(path).replace("\\", "/").rsplit("/", 2)[-2] if "/" in str(path) else ""
-                          for path in arrays.paths])
+    sequences = np.array([Path(str(path)).parent.name for path in arrays.paths])
     skeletons = []
     for name in dict.fromkeys(sequences):  # first-appearance order
         rows = sequences == name

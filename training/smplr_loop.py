@@ -84,7 +84,10 @@ class SMPLRStage(Stage):
         if self.body_source == "model":
             extra = synthetic_arrays(self.smpl_layer, config.synthetic, seed=config.seed)
         elif self.body_source == "skeleton":
-            models = [smpl.load_model(path) for path in smpl.find_models(config.smpl_dir)]
+            if self.smpl_layer is not None:  # the pose stage has the models loaded already
+                models = (self.smpl_layer.female, self.smpl_layer.male)
+            else:
+                models = [smpl.load_model(path) for path in smpl.find_models(config.smpl_dir)]
             extra = skeleton_arrays(self.train_arrays, config.synthetic, seed=config.seed, models=models)
         if config.synthetic:
             self.train_arrays = self.train_arrays.concatenate(extra)
