@@ -15,11 +15,11 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-jax.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
-	@cp requirements.txt $(STAMP)
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-jax.txt
+	@cat requirements.txt requirements-jax.txt > $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest tests -q

@@ -24,3 +24,37 @@ def cloth3d_root():
         pytest.skip(f"real CLOTH3D++ samples not found at {CLOTH3D_ROOT} "
                     "(set SMPLR_CLOTH3D to their folder to run this test)")
     return CLOTH3D_ROOT
+
+
+def run_backend(backend, code, timeout=600, block_tensorflow=None, env=None):
+    """Run Python `code` in a fresh process under Keras backend `backend`.
+
+    The pytest process itself runs Keras on TensorFlow (a backend is fixed at
+    the first `import keras`), so JAX checks run in a subprocess. With
+    `block_tensorflow` (default: True for "jax") `import tensorflow` fails
+    inside it, as on the GPU machine, which has no TensorFlow. Returns the
+    process's stdout; a non-zero exit fails the test with its stderr.
+    """
+    import subprocess
+    import textwrap
+
+    block = backend == "jax" if block_tensorflow is None else block_tensorflow
+    prelude = "import sys\nsys.modules['tensorflow'] = None\n" if block else ""
+    full_env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=str(REPO_ROOT),
+                    JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
+    full_env.update(env or {})
+    result = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], cwd=REPO_ROOT,
+                            env=full_env, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        pytest.fail(f"{backend} subprocess failed (exit {result.returncode}):\n{result.stderr[-4000:]}")
+    return result.stdout
+
+
+def have_jax():
+    """Whether JAX is importable (requirements-jax.txt); tests that need it skip with this reason otherwise."""
+    import importlib.util
+
+    return importlib.util.find_spec("jax") is not None
+
+
+requires_jax = pytest.mark.skipif(not have_jax(), reason="JAX is not installed (pip install -r requirements-jax.txt)")
