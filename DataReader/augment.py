@@ -244,3 +244,20 @@ class FrameAugmenter:
         if self.standard:
             image = color_jitter(image, rng)
         return image
+
+
+def standardize_image_np(image, rng=None, noise_prob=IMAGE_NOISE_PROB, noise_std=IMAGE_NOISE_STD):
+    """NumPy twin of the TF pipeline's `standardize_image` (no TensorFlow needed).
+
+    image (H, W, 3) float -> float32 with zero mean and unit variance, as
+    `tf.image.per_image_standardization`: (x - mean) / max(std, 1 / sqrt(H*W*3)).
+    With `rng` (a numpy Generator), adds N(0, noise_std) noise with
+    probability `noise_prob` (augmentation modes 1 and 3).
+    """
+    image = np.asarray(image, np.float32)
+    mean = image.mean(dtype=np.float64)
+    std = max(float(image.std(dtype=np.float64)), 1.0 / np.sqrt(image.size))
+    out = ((image - mean) / std).astype(np.float32)
+    if rng is not None and rng.random() < noise_prob:
+        out += rng.normal(0.0, noise_std, out.shape).astype(np.float32)
+    return out
