@@ -32,14 +32,13 @@ import cv2
 import numpy as np
 import scipy.io
 
+from smpl.constants import NUM_JOINTS, NUM_LANDMARKS, NUM_POINTS
+
 from . import camera
 
 log = logging.getLogger(__name__)
 
 CROP_SIZE_PX = 256
-NUM_POINTS = 41
-NUM_JOINTS = 24
-NUM_LANDMARKS = 18
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_COLOUR_TYPES_WITH_ALPHA = (4, 6)  # grey + alpha, RGB + alpha

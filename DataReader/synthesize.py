@@ -71,12 +71,12 @@ import numpy as np
 import scipy.io
 from scipy.spatial.transform import Rotation
 
+from smpl.constants import NUM_BETAS, NUM_JOINTS
+
 from . import camera, pose_prior, render
 
 log = logging.getLogger(__name__)
 
-NUM_JOINTS = 24
-NUM_BETAS = 10
 #: Fraction of sequences written to val.txt (at least one when there are >= 2).
 VAL_FRACTION = 0.1
 #: Range of the camera's distance along world x (metres); it stands at (x, 0, 1).

@@ -14,6 +14,7 @@ import numpy as np
 from keras import ops
 
 from smpl import kinematics
+from smpl.constants import NUM_SHAPE
 
 from .dae import DenseBatchNormELU, dense
 
@@ -21,7 +22,6 @@ TRUNK_UNITS = (1024, 1024, 512, 512, 512, 256, 256)
 #: Index in TRUNK_UNITS of the layer (e41) the side branch starts from.
 SIDE_BRANCH_FROM = 4
 SIDE_BRANCH_UNITS = 256
-NUM_SHAPE = 11
 NUM_POSE = 24 * 9
 
 

@@ -14,12 +14,11 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse
 
-from .kinematics import NUM_JOINTS, NUM_LANDMARKS, SMPL_LANDMARK_VERTEX_IDS, SMPL_NUM_VERTICES
+from .constants import (NUM_BETAS, NUM_JOINTS, NUM_LANDMARKS, NUM_POSE_FEATURES, SMPL_LANDMARK_VERTEX_IDS,
+                        SMPL_NUM_VERTICES)
 
 log = logging.getLogger(__name__)
 
-NUM_BETAS = 10
-NUM_POSE_FEATURES = 9 * (NUM_JOINTS - 1)  # 207
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 OPEN_BODY_FILES = {"female": MODELS_DIR / "open_body_female.npz",
                    "male": MODELS_DIR / "open_body_male.npz"}

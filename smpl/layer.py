@@ -18,9 +18,7 @@ import tensorflow as tf
 import keras
 
 from .io import SMPLModel, load_model
-from .kinematics import NUM_JOINTS
-
-NUM_SHAPE = 11  # 10 betas + gender value (male where >= 0)
+from .constants import NUM_JOINTS, NUM_SHAPE
 
 
 def rodrigues(axis_angle):
