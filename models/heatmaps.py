@@ -97,13 +97,14 @@ def _check_points(points, name):
         raise ValueError(f"{name}: points must be (B, N, 3) in metres, got shape {tuple(points.shape)}")
 
 
-def point_heatmaps(points, grid=None):
+def point_heatmaps(points, grid=None, peak_one=False):
     """Target heatmaps (B, H, W, D, N) float32 of points (B, N, 3) in metres.
 
     Each map is the isotropic Gaussian density with unit covariance in voxel
     units centred at the point's voxel coordinates, evaluated at the voxel
-    centres: (2 pi)^(-3/2) exp(-|c - v|^2 / 2), peak about 0.0635. It is not
-    rescaled to a peak of 1 (the original left that normalisation out).
+    centres: (2 pi)^(-3/2) exp(-|c - v|^2 / 2), peak about 0.0635. The
+    original left the rescaling to a peak of 1 out (the line is there,
+    commented out); `peak_one=True` applies it: exp(-|c - v|^2 / 2).
     The density factorises over x, y, z, so it is built as an outer product of
     three 1-D Gaussians: no loop over points or samples.
     """
@@ -120,7 +121,9 @@ def point_heatmaps(points, grid=None):
     along_y = gaussian_1d(centres_y, voxels[..., 1])  # rows, H
     along_z = gaussian_1d(centres_z, voxels[..., 2])  # depth, D
     density = (along_y[:, :, :, None, None] * along_x[:, :, None, :, None]
-               * along_z[:, :, None, None, :]) * (2.0 * math.pi) ** -1.5  # (B, N, H, W, D)
+               * along_z[:, :, None, None, :])  # (B, N, H, W, D), peak 1
+    if not peak_one:
+        density = density * (2.0 * math.pi) ** -1.5
     return ops.transpose(density, (0, 2, 3, 4, 1))
 
 

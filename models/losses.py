@@ -20,17 +20,21 @@ class VoxelHeatmapLoss:
     Targets (`targets(points)`, (B, H, W, D, P + L)): P point heatmaps
     (`heatmaps.point_heatmaps`) then L limb maps (`heatmaps.limb_heatmaps`)
     of the limbs in `limb_end_nodes` (default: SPEC's right arm, left arm,
-    right leg, left leg over the 42-node tree).
+    right leg, left leg over the 42-node tree). `peak_one`: point heatmaps
+    scaled to a peak of 1 instead of the Gaussian density's 0.0635 (SPEC:
+    False; see `heatmaps.point_heatmaps` and the SHN recipes in `training`).
     """
 
-    def __init__(self, grid=None, limb_end_nodes=kinematics.LIMB_END_NODES, parents=kinematics.PARENTS):
+    def __init__(self, grid=None, limb_end_nodes=kinematics.LIMB_END_NODES, parents=kinematics.PARENTS,
+                 peak_one=False):
         self.grid = grid or VoxelGrid()
+        self.peak_one = bool(peak_one)
         self.bone_starts, self.bone_ends = limb_bone_table(limb_end_nodes, parents)
         self.num_limbs = self.bone_starts.shape[0]
 
     def targets(self, points):
         """Target volumes (B, H, W, D, P + L) float32 for points (B, P, 3) in metres."""
-        return ops.concatenate([point_heatmaps(points, self.grid),
+        return ops.concatenate([point_heatmaps(points, self.grid, peak_one=self.peak_one),
                                 limb_heatmaps(points, self.bone_starts, self.bone_ends, self.grid)], axis=-1)
 
     def __call__(self, logits, points):
