@@ -22,9 +22,9 @@ import numpy as np
 import tensorflow as tf
 
 from .augment import IMAGE_NOISE_PROB, IMAGE_NOISE_STD, FrameAugmenter, add_point_noise
-from .cloth3d import (CROP_SIZE_PX, NUM_JOINTS, NUM_POINTS, CLOTH3DReader, EmptyMaskError,
-                      SMPLRArrays, check_png_header, crop_rgba, read_list, read_targets, sample_dict)
+from .cloth3d import CROP_SIZE_PX, NUM_JOINTS, NUM_POINTS, CLOTH3DReader, SMPLRArrays, read_list
 from .occlusion import OccluderBank
+from .samples import SHNSampleLoader  # noqa: F401  (re-exported: DataReader.pipelines.SHNSampleLoader)
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -44,10 +44,6 @@ def _seed_pairs(seed):
     return tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
 
-def _numpy_rng(seed_pair):
-    return np.random.default_rng([int(s) & 0xFFFFFFFFFFFFFFFF for s in seed_pair])
-
-
 #: Loaders whose Python calls tf.data may still be running; see `_quiesce_loaders_at_exit`.
 _LIVE_LOADERS = weakref.WeakSet()
 
@@ -56,53 +52,17 @@ class LoaderClosedError(RuntimeError):
     """Raised by a loader's tf.data calls once the interpreter is exiting."""
 
 
-class SHNSampleLoader:
-    """Loads sample `index` of a data list with the augmentation drawn from a
-    seed pair: the NumPy half of the SHN pipeline (runs in tf.data threads).
+class TFSampleLoader(SHNSampleLoader):
+    """`SHNSampleLoader` (DataReader.samples) called from tf.data threads:
+    `tf_load` wraps `load` in the graph, and calls are counted so that the
+    interpreter can wait for them at exit."""
 
-    Ground truth of all lines is read when this is built, so missing
-    sequences, .mat files, out-of-range frames and NaNs fail at once with
-    the file named; frame PNGs are checked for presence, signature and alpha.
-    """
-
-    def __init__(self, reader, lines, augmenter=None):
-        self.reader, self.lines, self.augmenter = reader, list(lines), augmenter
+    def __init__(self, reader, lines, augmenter=None, targets=None):
+        super().__init__(reader, lines, augmenter, targets)
         self.closed = False
         self._calls_lock = threading.Lock()
         self._calls_in_flight = 0
         self._last_call_end = time.monotonic()
-        self.targets = read_targets(reader, self.lines, progress=True)
-        for line in self.lines:
-            path = reader.frame_path(line)
-            if not path.is_file():
-                raise FileNotFoundError(f"{path}: frame not found")
-            check_png_header(path)
-
-    def __len__(self):
-        return len(self.lines)
-
-    def load(self, index, seed_pair=None):
-        """Sample `index` as the reader's dict (+ 'valid': False for a skipped empty mask)."""
-        line = self.lines[int(index)]
-        targets = self.targets[int(index)]
-        rng = _numpy_rng(seed_pair) if (self.augmenter is not None and seed_pair is not None) else None
-        if rng is not None:
-            targets = self.augmenter.geometry(targets, rng)
-        try:
-            rgba = self.reader.read_frame(line)
-        except EmptyMaskError as error:
-            self.reader.count_empty_mask(error)
-            sample = sample_dict(np.zeros((targets.size, targets.size, 3), np.float32),
-                                 np.zeros((targets.size, targets.size, 1), np.float32), targets,
-                                 self.reader.frame_path(line))
-            sample["valid"] = False
-            return sample
-        image, mask = crop_rgba(rgba, targets.crop_from_image, targets.size)
-        if rng is not None:
-            image = self.augmenter.appearance(image, mask, rng)
-        sample = sample_dict(image, mask, targets, self.reader.frame_path(line))
-        sample["valid"] = True
-        return sample
 
     def _load_tuple(self, index, seed_pair):
         if self.closed:
@@ -195,7 +155,7 @@ def shn_dataset(frames_root, list_file, batch_size, training, augmentation=1, se
         augmenter = None
     shuffle = training if shuffle is None else shuffle
     drop_remainder = training if drop_remainder is None else drop_remainder
-    loader = SHNSampleLoader(CLOTH3DReader(frames_root), read_list(list_file), augmenter)
+    loader = TFSampleLoader(CLOTH3DReader(frames_root), read_list(list_file), augmenter)
 
     indices = tf.data.Dataset.range(len(loader))
     if shuffle:
