@@ -9,8 +9,8 @@ import sys
 import time
 
 from training import STAGE_KINDS, TrainingError
-from training.config import (AUGMENTATION_MODES, DEFAULT_DATA, DEFAULT_NAMES, DEFAULT_TMP, QUICK,
-                             SYNTHETIC_BODY_SOURCES, resolve_paths, stage_config)
+from training.config import (AUGMENTATION_MODES, DEFAULT_DATA, DEFAULT_NAMES, DEFAULT_TMP, HEATMAP_PEAKS, QUICK,
+                             RECIPES, SYNTHETIC_BODY_SOURCES, resolve_paths, stage_config)
 
 DESCRIPTION = """\
 Train one SMPLR stage with the original's settings (SPEC):
@@ -96,7 +96,7 @@ def build_parser():
                                                     for k, q in QUICK.items()) + ")")
     model = parser.add_argument_group("model and device")
     model.add_argument("--mixed-precision", action="store_true",
-                       help="SHN on GPU: float16 compute with loss scaling; heatmap read-out and loss "
+                       help="SHN on GPU: float16 compute with loss scaling (TensorFlow) or bfloat16 (JAX); heatmap read-out and loss "
                             "stay float32")
     model.add_argument("--dae-dropout", metavar="RATE", type=float, default=None,
                        help="DAE dropout rate on its input and middle layer (default 0.2 = the SPEC's keep "
@@ -104,6 +104,33 @@ def build_parser():
                             "small data)")
     model.add_argument("--num-stacks", metavar="N", type=int, default=None, help="SHN stacks (default 5, as SPEC)")
     model.add_argument("--num-features", metavar="N", type=int, default=None, help="SHN features (default 256, as SPEC)")
+    shn = parser.add_argument_group("SHN recipe and diagnostics (see README, 'SHN recipes')")
+    shn.add_argument("--recipe", metavar="NAME", default=None, choices=tuple(RECIPES),
+                     help="named SHN settings, applied before the options below: spec (default, the original: "
+                          "Gaussian-density targets, cross-entropy only, lr 0.01, batch 6), fast (what the "
+                          "shipped weights use: " + ", ".join(f"{k}={v}" for k, v in RECIPES["fast"].items())
+                          + "; learns in minutes instead of days)")
+    shn.add_argument("--heatmap-peak", metavar="KIND", default=None, choices=HEATMAP_PEAKS,
+                     help="point heatmap targets: density (SPEC: the Gaussian density, peak 0.0635; the loss "
+                          "then falls by pushing every logit down) or one (scaled to a peak of 1, the "
+                          "original's commented-out line)")
+    shn.add_argument("--coord-loss-weight", metavar="W", type=float, default=None,
+                     help="add W x the mean L1 error (metres) of the last stack's soft-argmax points to the "
+                          "loss (integral regression, Sun et al. 2018; SPEC 0, fast 1)")
+    shn.add_argument("--stream", action="store_true",
+                     help="train on an endless stream of new synthetic frames rendered by worker processes "
+                          "(DataReader.stream) instead of the training list; validation stays on the val list")
+    shn.add_argument("--workers", metavar="N", type=int, default=None,
+                     help="loader / stream processes on backends without tf.data (JAX) and for --stream "
+                          "(default: CPU cores - 1)")
+    shn.add_argument("--train-check-batches", metavar="N", type=int, default=None,
+                     help="at each validation also score N un-augmented training batches (training=False; "
+                          "on JAX also with batch statistics), to see batch-norm or over-fitting gaps")
+    shn.add_argument("--bn-recalibrate", metavar="N", type=int, default=None,
+                     help="before each validation and checkpoint, re-estimate the batch-norm statistics "
+                          "with the current weights on N un-augmented training batches (precise batch norm)")
+    run.add_argument("--log-every", metavar="N", type=int, default=None,
+                     help="read the training losses to the host every N steps (default 50; one sync each)")
     model.add_argument("--log-images", metavar="N", type=int, default=None,
                        help="SHN: validation crops with skeletons written to TensorBoard (default 4)")
     model.add_argument("--exit-after-epoch", metavar="N", type=int, default=None,
@@ -124,9 +151,16 @@ def config_from_args(args):
         synthetic_bodies=args.synthetic_bodies,
         mixed_precision=args.mixed_precision, num_stacks=args.num_stacks, dae_dropout=args.dae_dropout,
         num_features=args.num_features, log_images=args.log_images,
-        exit_after_epoch=args.exit_after_epoch)
+        exit_after_epoch=args.exit_after_epoch, recipe=args.recipe, heatmap_peak=args.heatmap_peak,
+        coord_loss_weight=args.coord_loss_weight, stream=args.stream or None, workers=args.workers,
+        train_check_batches=args.train_check_batches, bn_recalibrate=args.bn_recalibrate,
+        log_every=args.log_every)
     if config.mixed_precision and config.kind != "shn":
         raise TrainingError("--mixed-precision applies to the SHN stage only")
+    if config.kind != "shn" and (args.heatmap_peak or args.coord_loss_weight is not None or args.stream
+                                 or args.train_check_batches or args.bn_recalibrate):
+        raise TrainingError("--heatmap-peak, --coord-loss-weight, --stream, --train-check-batches and "
+                            "--bn-recalibrate apply to the shn stage only")
     return resolve_paths(config)
 
 

@@ -72,6 +72,14 @@ class StageConfig:
     dae_dropout: float = 0.2        # DAE dropout rate on its input and middle layer (SPEC: keep 0.8)
     num_stacks: int = 5             # SHN stacks (SPEC: 5)
     num_features: int = 256         # SHN features (SPEC: 256)
+    recipe: str = "spec"            # SHN: a named set of the options below (RECIPES)
+    heatmap_peak: str = "density"   # SHN point targets: "density" (SPEC, peak 0.0635) or "one"
+    coord_loss_weight: float = 0.0  # SHN: weight of the L1 loss on the last stack's soft-argmax points
+    stream: bool = False            # SHN: train on the endless synthetic stream, not the list
+    workers: Optional[int] = None   # loader / stream worker processes off TensorFlow (None: cores - 1)
+    train_check_batches: int = 0    # SHN: also evaluate this many un-augmented training batches
+    bn_recalibrate: int = 0         # SHN: re-estimate batch-norm statistics on this many batches
+    log_every: int = 50             # steps between reads of the training losses (one host sync)
     log_images: int = 4             # images written to TensorBoard per validation
     quick: bool = False
     exit_after_epoch: Optional[int] = None  # test hook: os._exit(3) after saving this epoch
@@ -106,6 +114,19 @@ def _spec_defaults(kind):
     return common
 
 
+#: SHN recipes (``--recipe``): named settings applied before the other
+#: options (an explicit option still wins). ``spec`` is the original's
+#: (sigmoid cross-entropy on Gaussian-density targets, Adam 0.01, batch 6);
+#: it converges very slowly (the original's README: more than 10 days).
+#: ``fast`` is what the shipped weights were trained with: point targets
+#: scaled to a peak of 1 and an L1 loss on the soft-argmax points of the
+#: last stack (integral regression, Sun et al. 2018), Adam 1e-3, batch 32.
+RECIPES = {
+    "spec": {},
+    "fast": dict(heatmap_peak="one", coord_loss_weight=1.0, lr0=1e-3, batch_size=32),
+}
+HEATMAP_PEAKS = ("density", "one")
+
 #: What ``--quick`` changes (architectures, losses and code path untouched):
 #: fewer epochs and steps; the SHN's steps stay capped by one pass over the
 #: list, the SMPLR stages take a fixed number of steps (repeating a short
@@ -133,6 +154,12 @@ def stage_config(kind, quick=False, **overrides):
         raise TrainingError(f"unknown stage {kind!r}; expected one of {', '.join(STAGE_KINDS)}")
     values = dict(kind=kind, name=DEFAULT_NAMES[kind], quick=quick)
     values.update(_spec_defaults(kind))
+    recipe = overrides.get("recipe") or "spec"
+    if recipe not in RECIPES:
+        raise TrainingError(f"--recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
+    if recipe != "spec" and kind != "shn":
+        raise TrainingError(f"--recipe {recipe} applies to the shn stage only")
+    values.update(RECIPES[recipe])
     if quick:
         values.update(QUICK[kind])
     names = {f.name for f in dataclasses.fields(StageConfig)}
@@ -151,14 +178,27 @@ def validate(config):
     for key in ("epochs", "batch_size"):
         if getattr(config, key) < 1:
             raise TrainingError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(config, key)}")
+    if config.log_every < 1:
+        raise TrainingError(f"--log-every must be >= 1, got {config.log_every}")
     for key in ("max_steps", "steps", "val_steps", "steps_growth"):
         value = getattr(config, key)
         if value is not None and value < 1:
             raise TrainingError(f"{key} must be >= 1, got {value}")
     if config.lr_width <= 0:
         raise TrainingError(f"--lr-width must be > 0, got {config.lr_width}")
-    if config.lr0 <= 0:
-        raise TrainingError(f"--lr must be > 0, got {config.lr0}")
+    if not config.lr0 > 0 or config.lr0 == float("inf"):
+        raise TrainingError(f"--lr must be a finite number > 0, got {config.lr0}")
+    if config.heatmap_peak not in HEATMAP_PEAKS:
+        raise TrainingError(f"--heatmap-peak must be one of {', '.join(HEATMAP_PEAKS)}, got {config.heatmap_peak!r}")
+    if not 0.0 <= config.coord_loss_weight < float("inf"):
+        raise TrainingError(f"--coord-loss-weight must be a finite number >= 0, got {config.coord_loss_weight}")
+    if config.workers is not None and config.workers < 0:
+        raise TrainingError(f"--workers must be >= 0, got {config.workers}")
+    if config.train_check_batches < 0 or config.bn_recalibrate < 0:
+        raise TrainingError("--train-check-batches and --bn-recalibrate must be >= 0")
+    if config.num_stacks < 1 or config.num_features < 2 or config.num_features % 2:
+        raise TrainingError(f"--num-stacks must be >= 1 and --num-features even and >= 2, got "
+                            f"{config.num_stacks} and {config.num_features}")
     if config.kind == "shn" and config.augmentation is not None \
             and config.augmentation not in AUGMENTATION_MODES:
         raise TrainingError(f"--augmentation must be one of {sorted(AUGMENTATION_MODES)} "

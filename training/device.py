@@ -1,4 +1,9 @@
-"""GPU_ID handling: choose the device before TensorFlow starts.
+"""GPU_ID handling: choose the device before TensorFlow (or JAX) starts.
+
+The Keras backend is Keras 3's own choice (``KERAS_BACKEND``, else
+``~/.keras/keras.json``, else TensorFlow). On JAX, ``select_device`` sets the
+same variables before JAX initialises (``-1``: ``JAX_PLATFORMS=cpu``), checks
+the GPU with ``jax.devices()``, and ``--mixed-precision`` means bfloat16.
 
 ``select_device(gpu_id)`` must run before the first ``import tensorflow`` of
 the process: it sets ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` (ids as ``nvidia-smi``
@@ -10,10 +15,12 @@ When TensorFlow was already imported (e.g. inside the pytest process) it falls
 back to ``tf.config.set_visible_devices``, which works as long as the runtime
 has not been initialised yet.
 """
+import json
 import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 from training import TrainingError
 
@@ -46,7 +53,68 @@ def _nvidia_smi_gpus():
     return [line.strip() for line in out.stdout.splitlines() if line.strip().startswith("GPU ")]
 
 
+def keras_backend_name():
+    """The Keras backend this process will use, found without importing Keras
+    (which would start TensorFlow before the GPU is chosen)."""
+    if "keras" in sys.modules:
+        import keras
+        return keras.backend.backend()
+    name = os.environ.get("KERAS_BACKEND")
+    if not name:
+        config = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "keras.json"
+        try:
+            name = json.loads(config.read_text()).get("backend")
+        except (OSError, ValueError, AttributeError):
+            name = None
+    return name or "tensorflow"
+
+
 def select_device(gpu_id, mixed_precision=False):
+    """Make only GPU ``gpu_id`` visible (``-1``: CPU) and configure the Keras backend.
+
+    TensorFlow: see below. JAX: see :func:`select_jax_device`.
+    """
+    if keras_backend_name() == "jax":
+        return select_jax_device(gpu_id, mixed_precision)
+    if keras_backend_name() != "tensorflow":
+        raise TrainingError(f"KERAS_BACKEND={keras_backend_name()!r} is not supported; use tensorflow or jax")
+    return select_tensorflow_device(gpu_id, mixed_precision)
+
+
+def select_jax_device(gpu_id, mixed_precision=False):
+    """JAX: GPU ``gpu_id`` only (``-1``: the CPU); ``mixed_precision`` -> ``mixed_bfloat16``."""
+    gpu_id = parse_gpu_id(gpu_id)
+    listed = _nvidia_smi_gpus() if gpu_id >= 0 else None
+    if listed is not None and gpu_id >= len(listed):
+        found = "; ".join(listed) if listed else "no GPU"
+        raise TrainingError(f"GPU_ID {gpu_id} does not exist; devices found: {found} (use -1 for the CPU)")
+    if "jax" not in sys.modules:
+        if gpu_id < 0:
+            os.environ["JAX_PLATFORMS"] = "cpu"
+        else:
+            os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+            os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_id)
+    import jax
+
+    if gpu_id >= 0:
+        try:
+            gpus = jax.devices("gpu")
+        except RuntimeError:
+            gpus = []
+        if not gpus:
+            found = ", ".join(str(d) for d in jax.devices())
+            raise TrainingError(f"GPU_ID {gpu_id} does not exist: JAX sees no GPU; devices found: {found} "
+                                "(use -1 for the CPU; a CUDA build of jax is needed, see requirements-jax.txt)")
+    if mixed_precision:
+        if gpu_id < 0:
+            raise TrainingError("--mixed-precision needs a GPU (GPU_ID >= 0); bfloat16 brings no speed-up "
+                                "on the CPU")
+        import keras
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    return "CPU (JAX)" if gpu_id < 0 else f"GPU {gpu_id} (JAX, {jax.devices()[0].device_kind})"
+
+
+def select_tensorflow_device(gpu_id, mixed_precision=False):
     """Make only GPU ``gpu_id`` visible (``-1``: CPU) and configure TensorFlow.
 
     Args:

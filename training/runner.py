@@ -23,16 +23,19 @@ import time
 from training import TrainingError
 from training.checkpoints import CheckpointStore
 from training.schedules import learning_rate
+from training.steps import to_host
 
 
 class Stage:
     """What the driver needs from a stage. Subclasses fill in the methods.
 
     Attributes set by subclasses: ``config`` (StageConfig), ``optimizer``
-    (a built Keras optimizer), ``logger`` (set by the driver).
+    (a built Keras optimizer), ``steps_impl`` (``training.steps.Steps``: the
+    compiled steps of the active backend), ``logger`` (set by the driver).
     """
     config = None
     optimizer = None
+    steps_impl = None
     logger = None
 
     def model_objects(self):
@@ -51,7 +54,8 @@ class Stage:
         raise NotImplementedError
 
     def train_step(self, batch):
-        """One optimisation step; dict of scalar floats ('loss' first, for the bar)."""
+        """One optimisation step; dict of backend scalars ('loss' among them), not yet
+        read to the host (the driver reads them once per ``--log-every`` steps)."""
         raise NotImplementedError
 
     def validate(self, epoch, step):
@@ -104,6 +108,7 @@ def run(stage, resume_state=None):
     with_optimizer = dict(objects, optimizer=stage.optimizer)
     if resume_state is not None:
         store.restore("latest", with_optimizer)
+        stage.steps_impl.reload()
         start = int(resume_state["epochs_done"])
         best = resume_state.get("best")
         best = math.inf if best is None else float(best)
@@ -125,19 +130,42 @@ def run(stage, resume_state=None):
     for epoch in range(start, config.epochs):
         started = time.time()
         lr = learning_rate(epoch, config.lr0, config.lr_centre, config.lr_width)
-        stage.optimizer.learning_rate = lr
+        stage.steps_impl.set_learning_rate(lr)
         steps = stage.steps(epoch)
         bar = tqdm(total=steps, desc=f"{config.name} {epoch + 1}/{config.epochs}", unit="step",
                    leave=False, dynamic_ncols=True, file=sys.stdout, mininterval=1.0)
-        sums, count = {}, 0
+        sums, count, pending = {}, 0, []
+        first_step = stage.steps_impl.iterations + 1
+
+        def read_pending():
+            # One host sync per interval: the steps ran ahead asynchronously.
+            nonlocal pending
+            for offset, values in enumerate(to_host(pending)):
+                step = first_step + count - len(pending) + offset
+                for key, value in values.items():
+                    if not math.isfinite(value):
+                        bar.close()
+                        raise TrainingError(f"{config.name}: training {key} became {value} at epoch "
+                                            f"{epoch + 1}, step {step - first_step + 1} (try a lower --lr)")
+                    sums[key] = sums.get(key, 0.0) + value
+                    logger.scalar(f"train/{key}", value, step)
+                logger.scalar("train/learning_rate", lr, step)
+            pending = []
+            if "loss" in sums:
+                bar.set_postfix(loss=f"{sums['loss'] / count:.4g}", refresh=False)
+
         batches = stage.train_batches(epoch)
         for batch in batches:
-            values = stage.train_step(batch)
+            pending.append(stage.train_step(batch))
             count += 1
-            step = int(stage.optimizer.iterations.numpy())
-            for key, value in values.items():
-                if not math.isfinite(value):
-                    bar.close()
+            if len(pending) >= config.log_every or count >= steps:
+                read_pending()
+            bar.update(1)
+            if count >= steps:
+                break  # checked after the step, so no batch is drawn and dropped
+        read_pending()
+        bar.close()
+        stage.steps_impl.sync()
                     raise TrainingError(f"{config.name}: training {key} became {value} at epoch "
                                         f"{epoch + 1}, step {count} (try a lower --lr)")
                 sums[key] = sums.get(key, 0.0) + value
@@ -152,7 +180,7 @@ def run(stage, resume_state=None):
             raise TrainingError(f"{config.name}: no training batch in epoch {epoch + 1} "
                                 f"({config.data / config.train_list} gives fewer samples than a batch?)")
         train = {key: value / count for key, value in sums.items()}
-        step = int(stage.optimizer.iterations.numpy())
+        step = stage.steps_impl.iterations
         metrics = stage.validate(epoch, step)
         logger.scalars({k: v for k, v in metrics.items() if k != "score"}, step, "val/")
         logger.scalar("epoch/learning_rate", lr, epoch + 1)

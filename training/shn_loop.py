@@ -1,18 +1,36 @@
 """The SHN training loop (SPEC "SHN"): images -> voxel heatmaps of 41 points + 4 limbs.
 
-Per step (one ``tf.function``): SHN logits of every stack -> ``VoxelHeatmapLoss``
-(sum over stacks of the mean sigmoid cross-entropy) -> Adam. Batch-norm moving
-statistics update in the forward pass with ``training=True``. With
-``--mixed-precision`` the network runs in float16 while the heatmap read-out
-and the loss stay float32 (the SHN casts its logits), with loss scaling.
+Per step (``training.steps``: a ``tf.function`` on TensorFlow, a ``jax.jit``
+step on JAX): SHN logits of every stack -> ``VoxelHeatmapLoss`` (sum over
+stacks of the mean sigmoid cross-entropy) [+ ``coord_loss_weight`` x the L1
+error of the last stack's soft-argmax points, metres] -> Adam. Batch-norm
+moving statistics update in the forward pass with ``training=True``.
 
-Validation: soft-argmax of the last stack's logits; errors in mm (joints,
-landmarks, all); the best checkpoint is the one with the lowest mean error
-over all 41 points, as the original.
+Recipes (``--recipe``, see ``training.config.RECIPES``): ``spec`` is the
+original; ``fast`` scales the point targets to a peak of 1 and adds the
+soft-argmax L1 loss, which is what makes the SHN learn in minutes instead of
+days (README, "SHN recipes").
+
+Mixed precision (``--mixed-precision``): float16 with loss scaling on
+TensorFlow, bfloat16 on JAX; the heatmap read-out and the loss stay float32
+(the SHN casts its logits).
+
+Data: the list's frames through tf.data (TensorFlow) or the multi-process
+NumPy loader (JAX, ``--workers``); ``--stream`` trains on the endless
+synthetic stream instead (``DataReader.stream``), validation stays on the
+val list.
+
+Validation: soft-argmax of the last stack's logits with ``training=False``;
+errors in mm (joints, landmarks, all); the best checkpoint is the one with
+the lowest mean error over all 41 points, as the original. Diagnostics:
+``--train-check-batches N`` also scores N un-augmented training batches;
+on JAX both scores are also computed with batch statistics (``*_batch_stats``).
 """
+import os
+
 import numpy as np
-import tensorflow as tf
 import keras
+from keras import ops
 
 import DataReader
 from models import SHN, VoxelHeatmapLoss, soft_argmax
@@ -22,7 +40,13 @@ from training.checkpoints import load_named
 from training.metrics import PointErrorMeter
 from training.runner import Stage, prepare, run, set_seeds
 from training.schedules import shn_steps
+from training.steps import backend, make_steps
 from training.summaries import skeleton_overlays
+
+
+def default_workers():
+    """Loader processes off TensorFlow: all cores but one (at least 1)."""
+    return max(1, (os.cpu_count() or 2) - 1)
 
 
 class SHNStage(Stage):
@@ -38,32 +62,64 @@ class SHNStage(Stage):
                 print("SHN augmentation: 1 (standard); give --voc DIR for the original's mode 3 "
                       "(standard + Pascal VOC occlusion)")
         self.augmentation = augmentation
-        self.train_data = DataReader.shn_dataset(
-            config.data, config.data / config.train_list, config.batch_size, training=True,
-            augmentation=augmentation, seed=config.seed, voc_dir=config.voc)
-        self.val_data = DataReader.shn_dataset(
-            config.data, config.data / config.val_list, config.batch_size, training=False)
-        self.num_train = len(self.train_data.loader)
-        self.num_val = len(self.val_data.loader)
-        if self.num_train < config.batch_size:
-            raise TrainingError(f"{config.data / config.train_list}: {self.num_train} frames, fewer than "
-                                f"one batch of {config.batch_size} (lower --batch-size)")
-        self.num_batches = self.num_train // config.batch_size
+        self.workers = default_workers() if config.workers is None else config.workers
+        self.stream = None
+        if config.stream:
+            from DataReader.stream import SyntheticStream
+
+            self.stream = SyntheticStream(config.batch_size, seed=config.seed, workers=self.workers,
+                                          augmentation=augmentation, smpl_dir=config.smpl_dir)
+            self.train_data = None
+            self.num_train = None
+        else:
+            self.train_data = self._dataset(config.train_list, training=True)
+            self.num_train = self._num_frames(self.train_data)
+            if self.num_train < config.batch_size:
+                raise TrainingError(f"{config.data / config.train_list}: {self.num_train} frames, fewer than "
+                                    f"one batch of {config.batch_size} (lower --batch-size)")
+        self.val_data = self._dataset(config.val_list, training=False)
+        self.num_val = self._num_frames(self.val_data)
+        self.check_data = (self._dataset(config.train_list, training=False)
+                           if config.train_check_batches or config.bn_recalibrate else None)
 
         self.model = SHN(num_stacks=config.num_stacks, num_features=config.num_features)
-        self.model(tf.zeros((1, 256, 256, 3)))  # creates the variables
-        self.loss = VoxelHeatmapLoss()
+        self.model(np.zeros((1, 256, 256, 3), np.float32))  # creates the variables
+        self.loss = VoxelHeatmapLoss(peak_one=config.heatmap_peak == "one")
         optimizer = keras.optimizers.Adam(learning_rate=config.lr0)
-        if config.mixed_precision:
+        loss_scale = config.mixed_precision and backend() == "tensorflow"
+        if loss_scale:
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(self.model.trainable_variables)
         self.optimizer = optimizer
+        self.steps_impl = make_steps([self.model], optimizer, self._forward, self._predict,
+                                     loss_scale=loss_scale)
+        source = (f"synthetic stream ({self.workers} workers)" if self.stream is not None
+                  else f"{self.num_train} training frames")
         print(f"SHN: {self.model.count_params() / 1e6:.1f} M parameters, {config.num_stacks} stacks, "
-              f"{self.num_train} training / {self.num_val} validation frames, batch {config.batch_size}, "
-              f"augmentation {augmentation}")
+              f"{source} / {self.num_val} validation frames, batch {config.batch_size}, "
+              f"augmentation {augmentation}, recipe {config.recipe} (heatmap peak {config.heatmap_peak}, "
+              f"coordinate loss weight {config.coord_loss_weight:g}), Keras backend {backend()}")
         self._train_iterator = None
-        self._train_step = tf.function(self._train_step_eager, reduce_retracing=True)
-        self._val_step = tf.function(self._val_step_eager, reduce_retracing=True)
+
+    # ------------------------------------------------------------------ data
+    def _dataset(self, list_name, training):
+        """The frames of a data list: a tf.data dataset (TensorFlow) or a NumPy batch loader (JAX)."""
+        config = self.config
+        common = dict(training=training, augmentation=self.augmentation if training else 0,
+                      seed=config.seed, voc_dir=config.voc if training else None)
+        if backend() == "tensorflow":
+            return DataReader.shn_dataset(config.data, config.data / list_name, config.batch_size, **common)
+        return DataReader.shn_batches(config.data, config.data / list_name, config.batch_size,
+                                      workers=self.workers if training else min(self.workers, 4), **common)
+
+    @staticmethod
+    def _num_frames(data):
+        return len(data.loader) if hasattr(data, "loader") else len(data)
+
+    def close(self):
+        for data in (self.train_data, self.val_data, self.check_data, self.stream):
+            if data is not None and hasattr(data, "close"):
+                data.close()
 
     # ------------------------------------------------------------------ parts
     def model_objects(self):
@@ -76,75 +132,109 @@ class SHNStage(Stage):
             raise TrainingError(f"shn --finetune takes one checkpoint name, got {list(self.config.finetune)}")
         name = self.config.finetune[0]
         load_named(self.config.tmp, name, {"shn": self.model}, kinds=("shn",), purpose="fine-tune from")
+        self.steps_impl.reload()
         print(f"SHN: starting from checkpoint {name!r}")
 
     def steps(self, epoch):
         if self.config.steps is not None:
             return self.config.steps
-        return shn_steps(epoch, self.num_batches, self.config.steps_growth or 500, self.config.max_steps)
+        if self.stream is not None:
+            return self.config.max_steps or self.config.steps_growth or 500
+        num_batches = self.num_train // self.config.batch_size
+        return shn_steps(epoch, num_batches, self.config.steps_growth or 500, self.config.max_steps)
 
     def train_batches(self, epoch):
         # One endless iterator for the whole run: epochs take their steps from
         # it, and the list is reshuffled and re-augmented on every pass.
         if self._train_iterator is None:
-            self._train_iterator = iter(self.train_data.repeat())
+            if self.stream is not None:
+                self._train_iterator = iter(self.stream.batches())
+            elif backend() == "tensorflow":
+                self._train_iterator = iter(self.train_data.repeat())
+            else:
+                self._train_iterator = iter(self.train_data.batches())
         return self._train_iterator
 
-    # ------------------------------------------------------------------ steps
-    def _train_step_eager(self, images, points):
-        with tf.GradientTape() as tape:
-            logits = self.model(images, training=True)
-            total, per_stack = self.loss(logits, points)
-            scaled = self.optimizer.scale_loss(total) if self.config.mixed_precision else total
-        variables = self.model.trainable_variables
-        gradients = tape.gradient(scaled, variables)
-        self.optimizer.apply_gradients(zip(gradients, variables))
+    # ------------------------------------------------------------------ maths
+    def _forward(self, batch, training):
+        """Loss terms and the training error of one batch (backend tensors)."""
+        images, points = batch["image"], ops.convert_to_tensor(batch["points"], "float32")
+        logits = self.model(images, training=training)
+        total, per_stack = self.loss(logits, points)
         predicted = soft_argmax(logits[-1], num_points=kinematics.NUM_POINTS)
-        error = tf.reduce_mean(tf.norm(predicted - points, axis=-1)) * 1000.0
-        return total, per_stack, error
+        distances = ops.norm(predicted - points, axis=-1)
+        out = {"loss": total, "heatmap_loss": total, "error_all_mm": ops.mean(distances) * 1000.0}
+        if self.config.coord_loss_weight:
+            coord = ops.mean(ops.abs(predicted - points))
+            out["coord_loss"] = coord
+            out["loss"] = total + self.config.coord_loss_weight * coord
+        for s in range(per_stack.shape[0]):
+            out[f"loss_stack_{s + 1}"] = per_stack[s]
+        return out
+
+    def _predict(self, batch, training):
+        """Validation outputs: the heatmap loss and the last stack's points (B, 41, 3)."""
+        logits = self.model(batch["image"], training=training)
+        total, _ = self.loss(logits, ops.convert_to_tensor(batch["points"], "float32"))
+        return {"loss": total, "points": soft_argmax(logits[-1], num_points=kinematics.NUM_POINTS)}
 
     def train_step(self, batch):
-        total, per_stack, error = self._train_step(batch["image"], batch["points"])
-        values = {"loss": float(total), "error_all_mm": float(error)}
-        for s, value in enumerate(np.asarray(per_stack)):
-            values[f"loss_stack_{s + 1}"] = float(value)
-        return values
+        return self.steps_impl.train(batch)
 
-    def _val_step_eager(self, images, points):
-        logits = self.model(images, training=False)
-        total, _ = self.loss(logits, points)
-        return total, soft_argmax(logits[-1], num_points=kinematics.NUM_POINTS)
+    # ------------------------------------------------------------ validation
+    def _score(self, data, max_batches, batch_stats=False, keep_first=False):
+        meter, losses, first = PointErrorMeter(), [], None
+        evaluate = self.steps_impl.evaluate_batch_stats if batch_stats else self.steps_impl.evaluate
+        for k, batch in enumerate(data):
+            if max_batches is not None and k >= max_batches:
+                break
+            out = evaluate(batch)
+            predicted = np.asarray(ops.convert_to_numpy(out["points"]))
+            losses.append(float(ops.convert_to_numpy(out["loss"])))
+            meter.update(predicted, np.asarray(batch["points"]))
+            if keep_first and first is None:
+                first = (batch, predicted)
+        return meter, losses, first
 
     def validate(self, epoch, step):
-        meter = PointErrorMeter()
-        losses, first = [], None
-        for k, batch in enumerate(self.val_data):
-            if self.config.val_steps is not None and k >= self.config.val_steps:
-                break
-            loss, predicted = self._val_step(batch["image"], batch["points"])
-            losses.append(float(loss))
-            meter.update(predicted.numpy(), batch["points"].numpy())
-            if first is None:
-                first = (batch, predicted.numpy())
+        config = self.config
+        if config.bn_recalibrate:
+            self.steps_impl.recalibrate_batch_norm(self.check_data, config.bn_recalibrate)
+        meter, losses, first = self._score(self.val_data, config.val_steps, keep_first=True)
         if meter.count == 0:
-            raise TrainingError(f"{self.config.data / self.config.val_list}: no validation batch "
-                                f"(fewer frames than --batch-size {self.config.batch_size}?)")
-        if first is not None and self.config.log_images > 0:
+            raise TrainingError(f"{config.data / config.val_list}: no validation batch "
+                                f"(fewer frames than --batch-size {config.batch_size}?)")
+        if first is not None and config.log_images > 0:
             batch, predicted = first
-            overlay = skeleton_overlays(batch["image"].numpy(), predicted, batch["points"].numpy(),
-                                        batch["root_camera"].numpy(), kinematics.PARENTS,
-                                        max_images=self.config.log_images)
+            overlay = skeleton_overlays(np.asarray(batch["image"]), predicted, np.asarray(batch["points"]),
+                                        np.asarray(batch["root_camera"]), kinematics.PARENTS,
+                                        max_images=config.log_images)
             self.logger.images("val/skeleton_pred_red_true_green", overlay, step)
         errors = meter.summary()
-        return {"loss": float(np.mean(losses)), "error_joints_mm": errors["joints"],
-                "error_landmarks_mm": errors["landmarks"], "error_all_mm": errors["all"],
-                "score": errors["all"]}
+        metrics = {"loss": float(np.mean(losses)), "error_joints_mm": errors["joints"],
+                   "error_landmarks_mm": errors["landmarks"], "error_all_mm": errors["all"],
+                   "score": errors["all"]}
+        with_batch_stats = backend() == "jax"  # stateless: batch statistics leave no trace
+        if with_batch_stats:
+            metrics["error_all_mm_batch_stats"] = self._score(self.val_data, config.val_steps, True)[0].summary()["all"]
+        if config.train_check_batches:
+            metrics["train_frames_error_all_mm"] = self._score(
+                self.check_data, config.train_check_batches)[0].summary()["all"]
+            if with_batch_stats:
+                metrics["train_frames_error_all_mm_batch_stats"] = self._score(
+                    self.check_data, config.train_check_batches, True)[0].summary()["all"]
+        return metrics
 
     def summary_fields(self):
-        return ("loss", "error_joints_mm", "error_landmarks_mm", "error_all_mm")
+        return ("loss", "error_joints_mm", "error_landmarks_mm", "error_all_mm", "error_all_mm_batch_stats",
+                "train_frames_error_all_mm", "train_frames_error_all_mm_batch_stats")
 
 
 def train(config):
     """Train the SHN stage described by ``config`` (a resolved StageConfig)."""
     resume_state = prepare(config)  # name checks first: nothing is built for a refused run
-    return run(SHNStage(config), resume_state)
+    stage = SHNStage(config)
+    try:
+        return run(stage, resume_state)
+    finally:
+        stage.close()

@@ -2,8 +2,8 @@
 
 Inputs are the ground-truth 41 points of the data list (plus ``--synthetic``
 bodies) with the SPEC input noise (uniform(-0.5, 0.5) * 2 sigma), targets
-the clean points, rotations and shape. One kind of step per stage, each a
-``tf.function`` with ``GradientTape`` and Adam:
+the clean points, rotations and shape. One kind of step per stage, compiled by
+``training.steps`` (``tf.function`` on TensorFlow, ``jax.jit`` on JAX), with Adam:
 
 - ``dae``:       noisy points -> DAE -> L1 to the clean points.
 - ``shape``:     bone features of the noisy points -> ShapeNet -> L1 + 0.01 mean|shape|.
@@ -20,8 +20,8 @@ shape for ``pose`` (as the original); mean per-joint rotation error in degrees.
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 import keras
+from keras import ops
 
 import DataReader
 import smpl
@@ -34,6 +34,7 @@ from training.metrics import PointErrorMeter, rotation_errors_deg
 from training.runner import Stage, prepare, run, set_seeds
 from training.schedules import smplr_steps
 from training.skeleton_bodies import skeleton_arrays
+from training.steps import backend, make_steps
 from training.synthetic_bodies import synthetic_arrays
 
 NUM_POINTS = kinematics.NUM_POINTS
@@ -95,13 +96,13 @@ class SMPLRStage(Stage):
 
         if kind == "dae":
             self.dae = DAE(dropout_rate=config.dae_dropout)
-            self.dae(tf.zeros((1, 3 * NUM_POINTS)))  # creates the variables
+            self.dae(np.zeros((1, 3 * NUM_POINTS), np.float32))  # creates the variables
             self.trained = [self.dae]
         else:
             self.smplr = SMPLR(self.smpl_layer)
-            self.smplr.shape_net(tf.zeros((1, NUM_POINTS)))  # creates the variables
-            self.smplr.pose_net(tf.zeros((1, 3 * NUM_POINTS)))
-            self.template = tf.constant(self.smplr.bone_template)
+            self.smplr.shape_net(np.zeros((1, NUM_POINTS), np.float32))  # creates the variables
+            self.smplr.pose_net(np.zeros((1, 3 * NUM_POINTS), np.float32))
+            self.template = np.asarray(self.smplr.bone_template, np.float32)
             self.trained = {"shape": [self.smplr.shape_net], "pose": [self.smplr.pose_net],
                             "shapepose": [self.smplr.shape_net, self.smplr.pose_net]}[kind]
         self.variables = [v for model in self.trained for v in model.trainable_variables]
@@ -115,11 +116,11 @@ class SMPLRStage(Stage):
             # (every copy draws its own noise).
             copies = -(-config.batch_size // self.num_train)
             batch_arrays = batch_arrays.concatenate(*([batch_arrays] * (copies - 1)))
-        self.train_data = DataReader.smplr_dataset(batch_arrays, config.batch_size, training=True,
-                                                   noise=noise, seed=config.seed)
+        # tf.data on TensorFlow, the NumPy twin elsewhere (same arrays, same noise model).
+        batches = DataReader.smplr_dataset if backend() == "tensorflow" else DataReader.smplr_batches
+        self.train_data = batches(batch_arrays, config.batch_size, training=True, noise=noise, seed=config.seed)
         # One fixed draw of validation noise, kept in memory: every epoch sees the same inputs.
-        val = DataReader.smplr_dataset(self.val_arrays, config.batch_size, training=False, noise=noise,
-                                       seed=config.seed + 1)
+        val = batches(self.val_arrays, config.batch_size, training=False, noise=noise, seed=config.seed + 1)
         self.val_batches = []
         for batch in val:
             if config.val_steps is not None and len(self.val_batches) >= config.val_steps:
@@ -133,8 +134,7 @@ class SMPLRStage(Stage):
               f"({config.synthetic} synthetic{source}) / {len(self.val_arrays)} validation samples, "
               f"batch {config.batch_size}, input noise {'on' if noise else 'off'}")
         self._train_iterator = None
-        self._train_step = tf.function(self._train_step_eager, reduce_retracing=True)
-        self._val_step = tf.function(self._val_step_eager, reduce_retracing=True)
+        self.steps_impl = make_steps(self.trained, self.optimizer, self._train_forward, self._val_forward)
 
     # ------------------------------------------------------------------ parts
     def model_objects(self):
@@ -164,6 +164,7 @@ class SMPLRStage(Stage):
                 raise TrainingError(f"{self.kind} --finetune takes one checkpoint name, got {names}")
             kinds = {"dae": ("dae",), "shape": ("shape", "shapepose"), "pose": ("pose", "shapepose")}[self.kind]
             load_named(tmp, names[0], self.model_objects(), kinds=kinds, purpose="fine-tune from")
+        self.steps_impl.reload()
         print(f"{self.kind}: starting from checkpoint{'s' if len(names) > 1 else ''} {', '.join(names)}")
 
     def steps(self, epoch):
@@ -174,17 +175,19 @@ class SMPLRStage(Stage):
     def train_batches(self, epoch):
         # One endless iterator for the whole run (reshuffled, fresh noise every pass).
         if self._train_iterator is None:
-            self._train_iterator = iter(self.train_data.repeat())
+            data = self.train_data
+            self._train_iterator = iter(data.repeat() if backend() == "tensorflow" else data.batches())
         return self._train_iterator
 
     # ------------------------------------------------------------------ steps
     def _forward(self, batch, training):
-        """Predictions and loss terms of one batch (dict of tensors)."""
-        noisy, points = batch["noisy_points"], batch["points"]
+        """Predictions and loss terms of one batch (dict of backend tensors)."""
+        noisy = ops.convert_to_tensor(batch["noisy_points"], "float32")
+        points = ops.convert_to_tensor(batch["points"], "float32")
         out = {}
         if self.kind == "dae":
-            cleaned = self.dae(tf.reshape(noisy, (-1, 3 * NUM_POINTS)), training=training)
-            out["points"] = tf.reshape(cleaned, (-1, NUM_POINTS, 3))
+            cleaned = self.dae(ops.reshape(noisy, (-1, 3 * NUM_POINTS)), training=training)
+            out["points"] = ops.reshape(cleaned, (-1, NUM_POINTS, 3))
             out["loss"] = dae_loss(cleaned, points)
         elif self.kind == "shape":
             out["shape"] = self.smplr.shape_net(kinematics.bone_features(noisy, self.template), training=training)
@@ -199,27 +202,24 @@ class SMPLRStage(Stage):
             out.update({f"loss_{k}": v for k, v in terms.items() if k != "loss"}, loss=terms["loss"])
         return out
 
-    def _train_step_eager(self, batch):
-        with tf.GradientTape() as tape:
-            out = self._forward(batch, training=True)
-        gradients = tape.gradient(out["loss"], self.variables)
-        self.optimizer.apply_gradients(zip(gradients, self.variables))
+    def _train_forward(self, batch, training):
+        out = self._forward(batch, training)
         values = {k: v for k, v in out.items() if k.startswith("loss")}
         if self.kind in ("dae", "shapepose"):
-            values["error_all_mm"] = 1000.0 * tf.reduce_mean(tf.norm(out["points"] - batch["points"], axis=-1))
+            points = ops.convert_to_tensor(batch["points"], "float32")
+            values["error_all_mm"] = 1000.0 * ops.mean(ops.norm(out["points"] - points, axis=-1))
         return values
 
     def train_step(self, batch):
-        values = self._train_step(batch)
-        return {k: float(v) for k, v in sorted(values.items(), key=lambda kv: kv[0] != "loss")}
+        return self.steps_impl.train(batch)
 
-    def _val_step_eager(self, batch):
-        out = self._forward(batch, training=False)
+    def _val_forward(self, batch, training):
+        out = self._forward(batch, training=training)
         if self.kind == "shape":
             vertices, joints = self.smpl_layer(batch["rotations"], out["shape"])
             out["points"] = self.smpl_layer.points41(vertices, joints)
         elif self.kind == "pose":
-            rotations = tf.reshape(out["pose"], (-1, 24, 3, 3))
+            rotations = ops.reshape(out["pose"], (-1, 24, 3, 3))
             vertices, joints = self.smpl_layer(rotations, batch["shape"])
             out["points"] = self.smpl_layer.points41(vertices, joints)
         keep = ("loss", "points", "shape", "pose")
@@ -229,19 +229,19 @@ class SMPLRStage(Stage):
         meter, input_meter = PointErrorMeter(), PointErrorMeter()
         sums, weight, angles, shape_l1 = {}, 0, [], []
         for batch in self.val_batches:
-            out = self._val_step(batch)
-            n = int(batch["points"].shape[0])
+            out = {k: np.asarray(ops.convert_to_numpy(v)) for k, v in self.steps_impl.evaluate(batch).items()}
+            truth = {k: np.asarray(batch[k]) for k in ("points", "noisy_points", "rotations", "shape")}
+            n = int(truth["points"].shape[0])
             weight += n
             for key, value in out.items():
                 if key.startswith("loss"):
                     sums[key] = sums.get(key, 0.0) + float(value) * n
-            meter.update(out["points"].numpy(), batch["points"].numpy())
-            input_meter.update(batch["noisy_points"].numpy(), batch["points"].numpy())
+            meter.update(out["points"], truth["points"])
+            input_meter.update(truth["noisy_points"], truth["points"])
             if "pose" in out:
-                angles.append(rotation_errors_deg(out["pose"].numpy().reshape(-1, 24, 3, 3),
-                                                  batch["rotations"].numpy()))
+                angles.append(rotation_errors_deg(out["pose"].reshape(-1, 24, 3, 3), truth["rotations"]))
             if "shape" in out:
-                shape_l1.append(np.abs(out["shape"].numpy() - batch["shape"].numpy()).mean(axis=1))
+                shape_l1.append(np.abs(out["shape"] - truth["shape"]).mean(axis=1))
         metrics = {key: value / weight for key, value in sums.items()}
         errors = meter.summary()
         metrics.update(error_joints_mm=errors["joints"], error_landmarks_mm=errors["landmarks"],
