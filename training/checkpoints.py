@@ -1,32 +1,51 @@
-"""Checkpoints under ``TMP/checkpoints/NAME/``, written atomically.
+"""Checkpoints under ``TMP/checkpoints/NAME/``, written atomically, in one backend-neutral format.
 
 Layout of one run::
 
     TMP/checkpoints/NAME/
-      best/     ckpt.index, ckpt.data-*, state.json   best on validation (weights only)
-      latest/   ckpt.index, ckpt.data-*, state.json   end of the last epoch (weights,
-                                                      optimiser, epoch, best so far)
+      best/     shn.weights.h5 ..., state.json                 best on validation (weights only)
+      latest/   shn.weights.h5 ..., optimizer.weights.h5,      end of the last epoch (weights,
+                state.json                                     optimiser, epoch, best so far)
 
-Each slot is a TensorFlow object checkpoint (``tf.train.Checkpoint``) of named
-objects -- ``shn``, ``dae``, ``shape_net``, ``pose_net``, ``optimizer`` -- so
-that a later stage or ``test.py`` restores just the parts it needs by name
-(the shape+pose stage takes ``shape_net`` from the "shape" checkpoint and
-``pose_net`` from the "pose" one, as the original did).
+A slot holds one ``OBJECT.weights.h5`` per named object -- ``shn``, ``dae``,
+``shape_net``, ``pose_net``, ``optimizer`` -- so that a later stage or
+``test.py`` restores just the parts it needs by name (the shape+pose stage
+takes ``shape_net`` from the "shape" checkpoint and ``pose_net`` from the
+"pose" one, as the original did):
+
+- a model (any Keras layer) is written by Keras itself (``keras.saving.save_weights``):
+  anyone with Keras, on any backend, loads it with ``model.load_weights(path)``;
+- an optimiser is an HDF5 file with its variables as datasets ``vars/0 .. vars/N-1``
+  in ``optimizer.variables`` order (Keras' own layout for an optimiser: the
+  iteration counter, the learning rate, then Adam's moments per trained
+  variable; a ``LossScaleOptimizer`` lists its own and then its inner
+  optimiser's variables), so a resumed run continues exactly;
+- ``state.json`` (written last): the training state plus ``objects`` (the names)
+  and ``format``.
+
+The files depend on the model classes only, not on the Keras backend: a
+checkpoint written under JAX loads under TensorFlow and vice versa. Slots
+written by earlier versions as a TensorFlow object checkpoint (``ckpt.index``,
+``ckpt.data-*``) still load when Keras runs on TensorFlow.
 
 Writes go to ``NAME/.SLOT.partial`` and are renamed into place only when
-complete (``state.json`` written last), so a run killed mid-save leaves the
-previous slot loadable. A slot is complete iff its ``state.json`` exists.
+complete, so a run killed mid-save leaves the previous slot loadable. A slot
+is complete iff its ``state.json`` and every object file it lists exist.
 """
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
+
+import numpy as np
 
 from training import TrainingError
 
 SLOTS = ("best", "latest")
+FORMAT = "keras-weights-h5"
 _STATE = "state.json"
-_PREFIX = "ckpt"
+_LEGACY_INDEX = "ckpt.index"
 
 
 def checkpoints_root(tmp):
@@ -45,11 +64,43 @@ def available_checkpoints(tmp):
     return names
 
 
+def weights_file(name):
+    """File name of object ``name`` in a slot: ``NAME.weights.h5`` (the suffix Keras requires)."""
+    return f"{name}.weights.h5"
+
+
+def _missing_files(slot_dir):
+    """Files of ``slot_dir`` that a complete slot has and it lacks ([] when complete).
+
+    A ``state.json`` that cannot be read counts as complete: reading the slot
+    then reports it, instead of the slot silently looking absent.
+    """
+    if not (slot_dir / _STATE).is_file():
+        return [_STATE]
+    if (slot_dir / _LEGACY_INDEX).is_file():
+        return []
+    try:
+        names = list(json.loads((slot_dir / _STATE).read_text())["objects"])
+        return [weights_file(n) for n in names if not (slot_dir / weights_file(n)).is_file()]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
 def _complete(slot_dir):
-    return (slot_dir / _STATE).is_file() and (slot_dir / f"{_PREFIX}.index").is_file()
+    return not _missing_files(slot_dir)
 
 
-def _fsync_dir(path):
+def _is_legacy(slot_dir):
+    return (slot_dir / _LEGACY_INDEX).is_file()
+
+
+def _one_line(exc):
+    """An exception's message on one line (Keras' loading errors span several)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _fsync(path):
     try:
         fd = os.open(str(path), os.O_RDONLY)
     except OSError:
@@ -60,6 +111,120 @@ def _fsync_dir(path):
         pass
     finally:
         os.close(fd)
+
+
+def _is_optimizer(obj):
+    import keras
+
+    return isinstance(obj, keras.optimizers.Optimizer)
+
+
+# ------------------------------------------------------------- object files
+def _cast_weights_file(source, target, dtype):
+    """Copy the HDF5 file ``source`` to ``target`` with its floating-point arrays stored as ``dtype``."""
+    import h5py
+
+    with h5py.File(source, "r") as src, h5py.File(target, "w") as dst:
+        dst.attrs.update(src.attrs)
+
+        def copy(name, item):
+            if isinstance(item, h5py.Group):
+                out = dst.require_group(name)
+            else:
+                data = item[()]
+                if data.dtype.kind == "f" and "dtype" not in item.attrs:  # "dtype" marks Keras' bfloat16
+                    data = np.asarray(data, dtype=dtype)
+                out = dst.create_dataset(name, data=data)
+            out.attrs.update(item.attrs)
+
+        src.visititems(copy)
+
+
+def _save_model(model, path, weights_dtype):
+    import keras
+
+    if weights_dtype is None:
+        keras.saving.save_weights(model, path)
+        return
+    full = path.with_name(".full." + path.name)
+    keras.saving.save_weights(model, full)
+    _cast_weights_file(full, path, weights_dtype)
+    full.unlink()
+
+
+def _save_optimizer(optimizer, path):
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f.attrs["class_name"] = type(optimizer).__name__
+        group = f.create_group("vars")
+        for i, variable in enumerate(optimizer.variables):
+            group.create_dataset(str(i), data=np.asarray(variable.numpy())).attrs["path"] = variable.path
+
+
+def _load_model(model, path, require_all):
+    import keras
+
+    if not model.built:
+        raise ValueError(f"build {type(model).__name__} (call it once) before restoring it from {path}")
+    try:
+        keras.saving.load_weights(model, path, skip_mismatch=not require_all)  # warns what it skips
+    except Exception as exc:  # h5py, Keras: truncated file, wrong architecture
+        raise TrainingError(f"checkpoint file {path} does not load into {type(model).__name__} "
+                            f"({_one_line(exc)})") from None
+
+
+def _load_optimizer(optimizer, path, models, require_all):
+    """Assign the optimiser's variables from ``path``; builds it on ``models``' trainable
+    variables (in dict order, as the stages do) when it is not built yet."""
+    import h5py
+
+    if not optimizer.built:
+        optimizer.build([v for model in models for v in model.trainable_variables])
+    try:
+        with h5py.File(path, "r") as f:
+            group = f["vars"]
+            values = [np.asarray(group[str(i)][()]) for i in range(len(group))]
+    except Exception as exc:  # truncated file, missing datasets
+        raise TrainingError(f"corrupt optimizer checkpoint {path} ({_one_line(exc)})") from None
+    variables = optimizer.variables
+    problem = None
+    if len(values) != len(variables):
+        problem = (f"the checkpoint has {len(values)} optimizer variables, this "
+                   f"{type(optimizer).__name__} has {len(variables)}")
+    else:
+        for i, (variable, value) in enumerate(zip(variables, values)):
+            if tuple(value.shape) != tuple(variable.shape):
+                problem = (f"optimizer variable {i} ({variable.path}) is {tuple(variable.shape)}, "
+                           f"the checkpoint's is {tuple(value.shape)}")
+                break
+    if problem is not None:
+        if require_all:
+            raise TrainingError(f"checkpoint {path} does not match the optimizer: {problem}")
+        warnings.warn(f"optimizer not restored from {path}: {problem}")
+        return
+    for variable, value in zip(variables, values):
+        variable.assign(value.astype(variable.dtype))  # int64 (TensorFlow) <-> int32 (JAX) counters
+
+
+def _restore_legacy(slot_dir, objects, require_all):
+    """Read a slot written as a ``tf.train.Checkpoint`` (``ckpt.index``) by earlier versions."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise TrainingError(f"checkpoint {slot_dir} was written in the old TensorFlow checkpoint format; "
+                            "load it once with the TensorFlow backend (KERAS_BACKEND=tensorflow, e.g. a "
+                            "--resume run, whose next save writes the current format)")
+    import tensorflow as tf
+
+    status = tf.train.Checkpoint(**objects).read(str(slot_dir / "ckpt"))
+    if require_all:
+        try:
+            status.assert_existing_objects_matched()
+        except AssertionError as exc:
+            raise TrainingError(f"checkpoint {slot_dir} does not match the model "
+                                f"({str(exc).splitlines()[0][:200]})") from None
+    status.expect_partial()
 
 
 class CheckpointStore:
@@ -99,9 +264,13 @@ class CheckpointStore:
         if path is None:
             return None
         try:
-            return json.loads((path / _STATE).read_text())
+            state = json.loads((path / _STATE).read_text())
         except (OSError, ValueError) as exc:
-            raise TrainingError(f"corrupt checkpoint state {path / _STATE}: {exc}") from None
+            raise TrainingError(f"corrupt checkpoint state {path / _STATE}: {_one_line(exc)}") from None
+        if not isinstance(state, dict) or not isinstance(state.get("objects", []), list):
+            raise TrainingError(f"corrupt checkpoint state {path / _STATE}: expected a JSON object "
+                                f"with an 'objects' list, got {type(state).__name__}")
+        return state
 
     # ------------------------------------------------------------- lifecycle
     def prepare(self, resume=False, overwrite=False, log_dir=None):
@@ -133,28 +302,44 @@ class CheckpointStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         return None
 
-    def save(self, slot, objects, state):
-        """Write ``objects`` (dict name -> trackable) and ``state`` (JSON dict) to ``slot``.
+    def save(self, slot, objects, state, weights_dtype=None):
+        """Write ``objects`` and ``state`` (JSON dict) to ``slot``.
 
+        Args:
+          objects: dict name -> built Keras layer / model or Keras optimizer.
+          state: JSON-serialisable dict (``objects`` and ``format`` are added).
+          weights_dtype: e.g. "float16" to store the models' floating-point
+            weights at that precision (small files to ship; loading casts them
+            back to the variables' dtype). Optimizers are always stored as they are.
         Atomic: the slot is replaced only once the new copy is complete.
         Returns the slot directory.
         """
-        import tensorflow as tf
-
         if slot not in SLOTS:
             raise ValueError(f"slot must be one of {SLOTS}, got {slot!r}")
+        if weights_dtype is not None and np.dtype(weights_dtype).kind != "f":
+            raise ValueError(f"weights_dtype must be a floating-point dtype, got {weights_dtype!r}")
+        for name in objects:
+            if not name or not name.replace("_", "").replace("-", "").isalnum():
+                raise ValueError(f"object names must be letters, digits, '_' or '-', got {name!r}")
         self.dir.mkdir(parents=True, exist_ok=True)
         staging = self.dir / f".{slot}.partial"
         if staging.exists():
             shutil.rmtree(staging)
         staging.mkdir()
-        tf.train.Checkpoint(**objects).write(str(staging / _PREFIX))
-        state = dict(state, objects=sorted(objects))
+        for name, obj in objects.items():
+            path = staging / weights_file(name)
+            if _is_optimizer(obj):
+                _save_optimizer(obj, path)
+            else:
+                _save_model(obj, path, weights_dtype)
+            _fsync(path)
+        state = dict(state, objects=sorted(objects), format=FORMAT,
+                     weights_dtype=None if weights_dtype is None else np.dtype(weights_dtype).name)
         with open(staging / _STATE, "w") as f:
             json.dump(state, f, indent=1, sort_keys=True)
             f.flush()
             os.fsync(f.fileno())
-        _fsync_dir(staging)
+        _fsync(staging)
         final = self.dir / slot
         old = self.dir / f".{slot}.old"
         if old.exists() and final.exists():
@@ -162,35 +347,41 @@ class CheckpointStore:
         if final.exists():
             os.rename(final, old)
         os.rename(staging, final)
-        _fsync_dir(self.dir)
+        _fsync(self.dir)
         if old.exists():
             shutil.rmtree(old)
         return final
 
     def restore(self, slot, objects, require_all=True):
-        """Load ``objects`` (dict name -> built trackable) from ``slot``; returns its state.
+        """Load ``objects`` (dict name -> built Keras model / layer or optimizer) from ``slot``.
 
         ``require_all``: every variable of ``objects`` must be found in the
-        checkpoint (extra checkpoint entries, e.g. another model, are fine).
+        checkpoint (extra checkpoint entries, e.g. another model, are fine);
+        otherwise mismatching parts are skipped with a warning. An optimizer
+        that is not built yet is built on the trainable variables of the
+        models in ``objects``, in their order. Returns the slot's state.
         """
-        import tensorflow as tf
-
         path = self.slot_dir(slot)
         if path is None:
+            folder = self.dir / slot
+            if folder.is_dir():
+                raise TrainingError(f"incomplete {slot} checkpoint {folder}: missing "
+                                    f"{', '.join(_missing_files(folder))}")
             raise TrainingError(f"no {slot} checkpoint in {self.dir}")
         state = self.read_state(slot)
         missing = sorted(set(objects) - set(state.get("objects", objects)))
         if missing:
             raise TrainingError(f"checkpoint {self.name!r} ({state.get('kind', '?')}) holds "
-                                f"{', '.join(state.get('objects', []))}, not {', '.join(missing)}")
-        status = tf.train.Checkpoint(**objects).read(str(path / _PREFIX))
-        if require_all:
-            try:
-                status.assert_existing_objects_matched()
-            except AssertionError as exc:
-                raise TrainingError(f"checkpoint {path} does not match the model "
-                                    f"({str(exc).splitlines()[0][:200]})") from None
-        status.expect_partial()
+                                f"{', '.join(map(str, state.get('objects', [])))}, not {', '.join(missing)}")
+        if _is_legacy(path) and not all((path / weights_file(n)).is_file() for n in objects):
+            _restore_legacy(path, objects, require_all)
+            return state
+        models = [obj for obj in objects.values() if not _is_optimizer(obj)]
+        for name, obj in objects.items():
+            if _is_optimizer(obj):
+                _load_optimizer(obj, path / weights_file(name), models, require_all)
+            else:
+                _load_model(obj, path / weights_file(name), require_all)
         return state
 
 
@@ -200,7 +391,7 @@ def load_named(tmp, name, objects, kinds=None, purpose="load"):
     Args:
       tmp: ``--tmp`` root.
       name: checkpoint name.
-      objects: dict name -> built trackable, e.g. ``{"shape_net": net}``.
+      objects: dict name -> built Keras model, e.g. ``{"shape_net": net}``.
       kinds: accepted stage kinds of that checkpoint (None: any).
       purpose: words for error messages ("fine-tune from", "evaluate").
     Raises:
