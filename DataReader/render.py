@@ -18,6 +18,8 @@ interpolated perspective-correctly (linear in 1/z on the screen).
 4x4 grid, using only the triangles that touch them, so alpha is the covered
 fraction there, like Blender's.
 """
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -39,18 +41,17 @@ def rasterize(points_px, depth, faces, height, width):
     face's three vertices (zeros where empty), and depth (H, W) float32 metres
     (inf where empty).
     """
-    pix, face, z, bary = fragments(points_px, depth, faces, height, width)
+    triangles = Triangles(points_px, depth, faces, height, width)
+    pix, tri, inv_z = triangles.nearest(*triangles.fragments())
     num_pixels = height * width
-    zbuffer = np.full(num_pixels, np.inf)
     face_index = np.full(num_pixels, -1, np.int32)
     barycentric = np.zeros((num_pixels, 3), np.float32)
-    # The z-buffer: nearest depth per pixel, then the fragment that reached it.
-    np.minimum.at(zbuffer, pix, z)
-    winner = z == zbuffer[pix]
-    face_index[pix[winner]] = face[winner]
-    barycentric[pix[winner]] = bary[winner]
+    zbuffer = np.full(num_pixels, np.inf, np.float32)
+    face_index[pix] = triangles.face_ids[tri]
+    barycentric[pix] = triangles.barycentric(pix, tri)
+    zbuffer[pix] = 1.0 / inv_z
     return (face_index.reshape(height, width), barycentric.reshape(height, width, 3),
-            zbuffer.astype(np.float32).reshape(height, width))
+            zbuffer.reshape(height, width))
 
 
 def fragments(points_px, depth, faces, height, width):
@@ -60,76 +61,128 @@ def fragments(points_px, depth, faces, height, width):
     (row * width + column), face index (N,) int64, depth (N,) float64 metres
     and perspective-correct barycentrics (N, 3) float32; no depth test.
     """
-    points_px = np.asarray(points_px, np.float64)
-    depth = np.asarray(depth, np.float64)
-    faces = np.asarray(faces, np.int64)
-    if points_px.ndim != 2 or points_px.shape[1] != 2 or depth.shape != points_px.shape[:1]:
-        raise ValueError(f"rasterize: points_px must be (V, 2) and depth (V,), got "
-                         f"{points_px.shape} and {depth.shape}")
-    if faces.ndim != 2 or faces.shape[1] != 3:
-        raise ValueError(f"rasterize: faces must be (F, 3), got {faces.shape}")
-
-    tri_xy = points_px[faces]  # (F, 3, 2)
-    tri_z = depth[faces]       # (F, 3)
-    with np.errstate(invalid="ignore"):
-        keep = np.all(tri_z > NEAR_PLANE_M, axis=1) & np.all(np.isfinite(tri_xy), axis=(1, 2))
-        # Pixel centres (j + 0.5) inside the bounding box: j in [ceil(min - 0.5), floor(max - 0.5)].
-        col_lo = np.maximum(np.ceil(tri_xy[..., 0].min(1) - 0.5), 0)
-        col_hi = np.minimum(np.floor(tri_xy[..., 0].max(1) - 0.5), width - 1)
-        row_lo = np.maximum(np.ceil(tri_xy[..., 1].min(1) - 0.5), 0)
-        row_hi = np.minimum(np.floor(tri_xy[..., 1].max(1) - 0.5), height - 1)
-        keep &= (col_hi >= col_lo) & (row_hi >= row_lo)
-    ids = np.nonzero(keep)[0]
-    if ids.size == 0:
-        return (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros((0, 3), np.float32))
-    col_lo, row_lo = col_lo[ids].astype(np.int64), row_lo[ids].astype(np.int64)
-    box_w = col_hi[ids].astype(np.int64) - col_lo + 1
-    box_h = row_hi[ids].astype(np.int64) - row_lo + 1
-
-    # Bucket triangles by bounding-box side: side <= 1, 2, 4, 8, ...
-    side = np.maximum(box_w, box_h)
-    bucket = np.ceil(np.log2(side)).astype(np.int64)
-    candidates = []
-    for b in np.unique(bucket):
-        k = 1 << int(b)
-        members = np.nonzero(bucket == b)[0]
-        per_chunk = max(1, _CHUNK_PIXELS // (k * k))
-        dj, di = np.meshgrid(np.arange(k), np.arange(k))
-        dj, di = dj.ravel(), di.ravel()
-        for start in range(0, members.size, per_chunk):
-            m = members[start:start + per_chunk]
-            candidates.append(_test_pixels(
-                ids[m], col_lo[m], row_lo[m], box_w[m], box_h[m], dj, di, tri_xy, tri_z, width))
-    return tuple(np.concatenate([c[i] for c in candidates]) for i in range(4))
+    triangles = Triangles(points_px, depth, faces, height, width)
+    pix, tri, inv_z = triangles.fragments()
+    return pix, triangles.face_ids[tri], 1.0 / inv_z, triangles.barycentric(pix, tri)
 
 
-def _test_pixels(face_ids, col_lo, row_lo, box_w, box_h, dj, di, tri_xy, tri_z, width):
-    """Inside-test of the k*k candidate pixels of each triangle in a group.
+class Triangles:
+    """The triangles of a mesh set up for rasterising at pixel centres.
 
-    Returns flat pixel index (N,), face id (N,), depth (N,) and
-    perspective-correct barycentrics (N, 3) of the covered candidates.
+    Each kept triangle (in front of the near plane, finite, not degenerate,
+    covering at least one pixel centre's bounding box) is stored as three
+    planes over the screen: its screen-space barycentrics b_i(x, y) =
+    a_i x + b_i y + c_i (normalised so they sum to 1, whatever the winding)
+    and, from them, the inverse depth 1/z(x, y) = sum_i b_i / z_i, which is
+    linear on the screen (the basis of perspective-correct interpolation).
+
+    `fragments` tests the candidate pixels of every triangle's bounding box:
+    triangles are grouped by the box's width and height rounded up to a power
+    of two, so each group is one dense (triangles x candidates) array
+    evaluated by broadcasting, without a per-candidate gather.
+    Attributes: face_ids (n,) the kept faces' indices into `faces`.
     """
-    n, kk = face_ids.size, dj.size
-    valid = (dj[None, :] < box_w[:, None]) & (di[None, :] < box_h[:, None])  # (n, kk)
-    rows = np.broadcast_to(np.arange(n)[:, None], (n, kk))[valid]
-    col = (col_lo[:, None] + dj[None, :])[valid]
-    row = (row_lo[:, None] + di[None, :])[valid]
-    f = face_ids[rows]
-    px, py = col + 0.5, row + 0.5
-    a, b, c = tri_xy[f, 0], tri_xy[f, 1], tri_xy[f, 2]  # (N, 2) each
-    # Edge functions: w_a is the signed area of (b, c, p), etc.
-    w_a = (c[:, 0] - b[:, 0]) * (py - b[:, 1]) - (c[:, 1] - b[:, 1]) * (px - b[:, 0])
-    w_b = (a[:, 0] - c[:, 0]) * (py - c[:, 1]) - (a[:, 1] - c[:, 1]) * (px - c[:, 0])
-    w_c = (b[:, 0] - a[:, 0]) * (py - a[:, 1]) - (b[:, 1] - a[:, 1]) * (px - a[:, 0])
-    area = w_a + w_b + w_c
-    inside = (((w_a >= 0) & (w_b >= 0) & (w_c >= 0)) | ((w_a <= 0) & (w_b <= 0) & (w_c <= 0))) \
-        & (np.abs(area) > 1e-12)
-    w = np.stack([w_a, w_b, w_c], axis=1)[inside] / area[inside, None]  # screen-space barycentrics
-    f = f[inside]
-    inv_z = w / tri_z[f]  # perspective correction: 1/z is linear on the screen
-    inv_depth = inv_z.sum(1)
-    bary = (inv_z / inv_depth[:, None]).astype(np.float32)
-    return (row[inside] * width + col[inside]), f, 1.0 / inv_depth, bary
+
+    def __init__(self, points_px, depth, faces, height, width):
+        points_px = np.asarray(points_px, np.float64)
+        depth = np.asarray(depth, np.float64)
+        faces = np.asarray(faces, np.int64)
+        if points_px.ndim != 2 or points_px.shape[1] != 2 or depth.shape != points_px.shape[:1]:
+            raise ValueError(f"rasterize: points_px must be (V, 2) and depth (V,), got "
+                             f"{points_px.shape} and {depth.shape}")
+        if faces.ndim != 2 or faces.shape[1] != 3:
+            raise ValueError(f"rasterize: faces must be (F, 3), got {faces.shape}")
+        self.height, self.width = int(height), int(width)
+        self.points_px, self.depth = points_px, depth
+        x, y, z = points_px[faces, 0], points_px[faces, 1], depth[faces]  # (F, 3) each
+        # Edge function of vertex i: signed area of (p, j, k) with j, k the other two vertices.
+        xj, yj, xk, yk = x[:, [1, 2, 0]], y[:, [1, 2, 0]], x[:, [2, 0, 1]], y[:, [2, 0, 1]]
+        a, b = yj - yk, xk - xj
+        c = xj * yk - xk * yj
+        area = c.sum(axis=1)  # twice the signed area (a and b sum to zero over i)
+        with np.errstate(invalid="ignore"):
+            col_lo = np.maximum(np.ceil(x.min(1) - 0.5), 0)
+            col_hi = np.minimum(np.floor(x.max(1) - 0.5), width - 1)
+            row_lo = np.maximum(np.ceil(y.min(1) - 0.5), 0)
+            row_hi = np.minimum(np.floor(y.max(1) - 0.5), height - 1)
+            keep = (np.all(z > NEAR_PLANE_M, axis=1) & np.isfinite(area) & (np.abs(area) > 1e-12)
+                    & (col_hi >= col_lo) & (row_hi >= row_lo))
+        keep = np.nonzero(keep)[0]
+        self.face_ids = keep
+        area = area[keep, None]
+        self.a, self.b, self.c = a[keep] / area, b[keep] / area, c[keep] / area  # (n, 3) barycentric planes
+        self.col_lo, self.row_lo = col_lo[keep].astype(np.int64), row_lo[keep].astype(np.int64)
+        self.box_w = col_hi[keep].astype(np.int64) - self.col_lo + 1
+        self.box_h = row_hi[keep].astype(np.int64) - self.row_lo + 1
+        inv_z = 1.0 / z[keep]
+        self.inv_z = inv_z
+        self.iz_a, self.iz_b, self.iz_c = ((self.a * inv_z).sum(1), (self.b * inv_z).sum(1),
+                                           (self.c * inv_z).sum(1))
+
+    def __len__(self):
+        return len(self.face_ids)
+
+    def fragments(self):
+        """(pixel (N,) int64 flat index, triangle (N,) int64 index into the kept
+        triangles, inverse depth (N,) float64 1/metres) of every covered centre."""
+        if len(self) == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+        log_w = np.ceil(np.log2(self.box_w)).astype(np.int64)
+        log_h = np.ceil(np.log2(self.box_h)).astype(np.int64)
+        group = log_w * 64 + log_h
+        order = np.argsort(group, kind="stable")
+        bounds = np.flatnonzero(np.diff(group[order])) + 1
+        pieces = []
+        for members in np.split(order, bounds):
+            kw, kh = 1 << int(log_w[members[0]]), 1 << int(log_h[members[0]])
+            per_chunk = max(1, _CHUNK_PIXELS // (kw * kh))
+            dj, di = np.meshgrid(np.arange(kw, dtype=np.float64), np.arange(kh, dtype=np.float64))
+            dj, di = dj.ravel(), di.ravel()
+            for start in range(0, members.size, per_chunk):
+                pieces.append(self._test_box(members[start:start + per_chunk], dj, di))
+        return tuple(np.concatenate([p[i] for p in pieces]) for i in range(3))
+
+    def _test_box(self, m, dj, di):
+        """Inside test of the candidate pixels (offsets dj, di from the box corner) of triangles m."""
+        px0, py0 = self.col_lo[m] + 0.5, self.row_lo[m] + 0.5
+        a, b = self.a[m], self.b[m]
+        w0 = (a[:, 0] * px0 + b[:, 0] * py0 + self.c[m, 0])[:, None] + a[:, :1] * dj + b[:, :1] * di
+        w1 = (a[:, 1] * px0 + b[:, 1] * py0 + self.c[m, 1])[:, None] + a[:, 1:2] * dj + b[:, 1:2] * di
+        inside = (w0 >= 0.0) & (w1 >= 0.0) & (w0 + w1 <= 1.0)
+        if dj.size > 1:
+            inside &= (dj < self.box_w[m, None]) & (di < self.box_h[m, None])
+        rows, cols = np.nonzero(inside)
+        tri = m[rows]
+        col = self.col_lo[tri] + dj[cols].astype(np.int64)
+        row = self.row_lo[tri] + di[cols].astype(np.int64)
+        inv_z = (self.iz_a[tri] * (col + 0.5) + self.iz_b[tri] * (row + 0.5) + self.iz_c[tri])
+        return row * self.width + col, tri, inv_z
+
+    def nearest(self, pix, tri, inv_z, num_pixels=None):
+        """The z-buffer: of the fragments (pix, tri, inv_z), the nearest one per
+        pixel (largest 1/z; one of them on an exact tie). Returns the same three
+        arrays, one entry per covered pixel."""
+        num_pixels = self.height * self.width if num_pixels is None else num_pixels
+        buffer = np.zeros(num_pixels)
+        np.maximum.at(buffer, pix, inv_z)
+        winner = inv_z == buffer[pix]
+        pix, tri, inv_z = pix[winner], tri[winner], inv_z[winner]
+        if pix.size:
+            last = np.zeros(num_pixels, np.int64)
+            last[pix] = np.arange(pix.size)  # one fragment per pixel on an exact tie
+            keep = last[pix] == np.arange(pix.size)
+            pix, tri, inv_z = pix[keep], tri[keep], inv_z[keep]
+        return pix, tri, inv_z
+
+    def barycentric(self, pix, tri, scale=1):
+        """Perspective-correct barycentrics (N, 3) float32 of triangles `tri` at
+        pixel centres `pix` (flat indices on a grid `scale` times finer)."""
+        width = self.width * scale
+        px = (pix % width + 0.5) / scale
+        py = (pix // width + 0.5) / scale
+        screen = self.a[tri] * px[:, None] + self.b[tri] * py[:, None] + self.c[tri]
+        weighted = screen * self.inv_z[tri]
+        return (weighted / weighted.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def vertex_normals(vertices, faces):
@@ -176,6 +229,149 @@ def lambert(normals, albedo, light_dir, ambient=0.3):
     return np.asarray(albedo, np.float64) * (ambient + (1.0 - ambient) * diffuse)[:, None]
 
 
+#: Display gamma: colours are given and written in sRGB-like display values,
+#: light adds up in linear values (as a renderer such as Blender's does).
+GAMMA = 2.2
+
+
+def shade(normals, albedo, lights, ambient):
+    """Diffuse shading in linear light, per vertex: for display-valued albedo a,
+    (a^g * (ambient + sum_k max(0, n . l_k)))^(1/g), clipped to [0, 1], g = `GAMMA`.
+
+    normals: (V, 3) unit outward normals; albedo: (V, 3) RGB in [0, 1];
+    lights: (K, 3) directions towards each light, scaled by its intensity
+    (a unit vector of intensity 1 lights a surface facing it to its albedo);
+    ambient: uniform light from everywhere, same units. Returns (V, 3).
+    Shading in linear light gives the soft falloff of real renders (a
+    surface at 60 degrees to a light is 73%, not 50%, as bright on screen).
+    """
+    lights = np.asarray(lights, np.float64).reshape(-1, 3)
+    irradiance = ambient + np.clip(np.asarray(normals, np.float64) @ lights.T, 0.0, None).sum(axis=1)
+    linear = np.asarray(albedo, np.float64) ** GAMMA * irradiance[:, None]
+    return np.clip(linear, 0.0, 1.0) ** (1.0 / GAMMA)
+
+
+def front_facing(vertices_cam, faces, outward=1.0):
+    """(F,) bool: faces whose outward side faces a camera at the origin.
+
+    vertices_cam: (V, 3) camera coordinates; faces (F, 3); outward: the
+    mesh's `outward_sign`. For a closed mesh the other faces are always
+    hidden, so rasterising only these (back-face culling) changes nothing
+    in the image and halves the work.
+    """
+    tri = np.asarray(vertices_cam, np.float64)[np.asarray(faces, np.int64)]
+    normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    return outward * np.einsum("fi,fi->f", normal, tri.sum(axis=1)) < 0.0
+
+
+# ----------------------------------------------------------------------------
+# Procedural cloth patterns, evaluated at 3D points (no UV maps needed)
+# ----------------------------------------------------------------------------
+
+#: Pattern kinds of a `Material`.
+PATTERNS = ("solid", "stripes", "checks", "noise", "cells", "dots")
+
+
+@dataclass
+class Material:
+    """A procedural cloth pattern in body coordinates (metres).
+
+    pattern: one of `PATTERNS`; colours (K, 3) RGB in [0, 1] (the pattern
+    picks or mixes them; `solid` uses the first); scale: the pattern's period
+    or feature size, metres; axes (3, 3): orthonormal rows, the pattern's own
+    directions (stripes run across axes[0]); seed: int for the pattern's
+    random parts (noise lattice, cell centres); grain: amplitude of a fine
+    luminance noise on top (the weave of the fabric), 0..1.
+    """
+    pattern: str
+    colours: np.ndarray
+    scale: float
+    axes: np.ndarray
+    seed: int
+    grain: float = 0.05
+
+
+def material_albedo(material, points):
+    """Colours (N, 3) in [0, 1] of `material` at points (N, 3) (metres, the
+    body's rest coordinates, so the pattern moves with the cloth)."""
+    points = np.asarray(points, np.float64)
+    local = points @ np.asarray(material.axes, np.float64).T / material.scale  # (N, 3) in periods
+    colours = np.asarray(material.colours, np.float64)
+    kind = material.pattern
+    if kind == "solid":
+        albedo = np.broadcast_to(colours[0], points.shape).copy()
+    elif kind == "stripes":  # bands across axes[0]; the second colour covers 20-60% of a period
+        duty = 0.2 + 0.4 * ((material.seed % 97) / 96.0)
+        albedo = colours[(np.mod(local[:, 0], 1.0) < duty).astype(np.int64) % len(colours)]
+    elif kind == "checks":  # two crossing stripe sets: colours 0, 1 and their overlap 2
+        band_u = np.mod(local[:, 0], 1.0) < 0.5
+        band_v = np.mod(local[:, 1], 1.0) < 0.5
+        albedo = colours[np.where(band_u & band_v, 2, (band_u ^ band_v).astype(np.int64)) % len(colours)]
+    elif kind == "noise":  # smooth blotches between colours 0 and 1 (camouflage, tie-dye, heather)
+        t = 0.65 * value_noise(local, material.seed) + 0.35 * value_noise(2.3 * local, material.seed + 1)
+        t = np.clip((t - 0.5) * 3.0 + 0.5, 0.0, 1.0)[:, None]
+        albedo = (1.0 - t) * colours[0] + t * colours[1]
+    elif kind == "cells":  # coloured cells with dark seams (patchwork, stained glass)
+        cell, seam = voronoi_cells(local, material.seed)
+        albedo = colours[(1 + cell % max(len(colours) - 1, 1)) % len(colours)] * np.where(seam < 0.08, 0.25, 1.0)[:, None]
+    elif kind == "dots":  # dots of colour 1 on a square lattice
+        offset = local[:, :2] - np.floor(local[:, :2]) - 0.5
+        albedo = colours[(np.hypot(offset[:, 0], offset[:, 1]) < 0.3).astype(np.int64) % len(colours)]
+    else:
+        raise ValueError(f"unknown pattern {kind!r} (expected one of {PATTERNS})")
+    if material.grain:
+        fine = value_noise(points / 0.004, material.seed + 7) - 0.5
+        albedo = albedo * (1.0 + material.grain * 2.0 * fine)[:, None]
+    return np.clip(albedo, 0.0, 1.0)
+
+
+def _lattice_hash(ix, iy, iz, seed):
+    """A pseudo-random value in [0, 1) per integer lattice point (any shapes)."""
+    h = (ix * 73856093) ^ (iy * 19349663) ^ (iz * 83492791) ^ (seed * 2654435761)
+    h = (h ^ (h >> 13)) * 1274126177
+    h = h ^ (h >> 16)
+    return (h & 0xFFFFFF).astype(np.float64) / float(0x1000000)
+
+
+def value_noise(points, seed=0):
+    """Smooth noise in [0, 1] at points (N, 3), one feature per unit length:
+    random values on the integer lattice, blended with a smoothstep."""
+    base = np.floor(points)
+    frac = points - base
+    base = base.astype(np.int64)
+    w = frac * frac * (3.0 - 2.0 * frac)
+    out = np.zeros(len(points))
+    for dx in (0, 1):
+        for dy in (0, 1):
+            for dz in (0, 1):
+                weight = ((w[:, 0] if dx else 1.0 - w[:, 0]) * (w[:, 1] if dy else 1.0 - w[:, 1])
+                          * (w[:, 2] if dz else 1.0 - w[:, 2]))
+                out += weight * _lattice_hash(base[:, 0] + dx, base[:, 1] + dy, base[:, 2] + dz, seed)
+    return out
+
+
+def voronoi_cells(points, seed=0):
+    """Cell id (N,) int64 and seam distance (N,) of points (N, 3) in a
+    Voronoi diagram with one jittered centre per unit lattice cell; the seam
+    distance is (second nearest - nearest centre distance), 0 on a seam."""
+    base = np.floor(points).astype(np.int64)
+    best = np.full(len(points), np.inf)
+    second = np.full(len(points), np.inf)
+    cell = np.zeros(len(points), np.int64)
+    for dx in (-1, 0, 1):
+        for dy in (-1, 0, 1):
+            for dz in (-1, 0, 1):
+                ix, iy, iz = base[:, 0] + dx, base[:, 1] + dy, base[:, 2] + dz
+                centre = np.stack([ix + _lattice_hash(ix, iy, iz, seed), iy + _lattice_hash(ix, iy, iz, seed + 1),
+                                   iz + _lattice_hash(ix, iy, iz, seed + 2)], axis=1)
+                d = np.linalg.norm(points - centre, axis=1)
+                nearer = d < best
+                second = np.where(nearer, best, np.minimum(second, d))
+                cell = np.where(nearer, (ix * 7 + iy * 13 + iz * 17) & 0xFFFF, cell)
+                best = np.where(nearer, d, best)
+    return cell, second - best
+
+
 def render_mesh(vertices_cam, faces, vertex_rgb, focal_px, principal_point, height, width,
                 background_rgb=None, antialias=4):
     """RGBA image (H, W, 4) uint8 of a mesh with per-vertex colours; alpha = coverage.
@@ -192,45 +388,63 @@ def render_mesh(vertices_cam, faces, vertex_rgb, focal_px, principal_point, heig
     Channels are in RGB order.
     """
     vertices_cam = np.asarray(vertices_cam, np.float64)
-    faces = np.asarray(faces, np.int64)
-    vertex_rgb = np.asarray(vertex_rgb, np.float64)
     z = vertices_cam[:, 2]
     with np.errstate(divide="ignore", invalid="ignore"):
         points_px = focal_px * vertices_cam[:, :2] / z[:, None] + np.asarray(principal_point)
-    face_index, bary, _ = rasterize(points_px, z, faces, height, width)
-    covered = face_index >= 0
-    rgb = np.zeros((height, width, 3))
-    colour = np.einsum("nk,nkc->nc", bary[covered].astype(np.float64), vertex_rgb[faces[face_index[covered]]])
-    rgb[covered] = colour
-    alpha = covered.astype(np.float64)
-    if antialias > 1 and covered.any():
-        _antialias_silhouette(points_px, z, faces, vertex_rgb, covered, antialias, rgb, alpha)
+    return render_projected(points_px, z, faces, vertex_rgb, height, width, background_rgb, antialias)
+
+
+def render_projected(points_px, depth, faces, vertex_rgb, height, width, background_rgb=None, antialias=4):
+    """`render_mesh` of vertices already projected: points_px (V, 2) pixel
+    coordinates (pixel centres at j + 0.5), depth (V,) camera z in metres.
+
+    Any 2D affine map of the projection may be folded into points_px (a crop,
+    a rotation, a mirror): barycentrics on the screen and 1/z stay linear, so
+    the image is the same as warping a full render, up to anti-aliasing.
+    Returns RGBA (height, width, 4) uint8, RGB order.
+    """
+    vertex_rgb = np.asarray(vertex_rgb, np.float64)
+    faces = np.asarray(faces, np.int64)
+    triangles = Triangles(points_px, depth, faces, height, width)
+    pix, tri, _ = triangles.nearest(*triangles.fragments())
+    num_pixels = height * width
+    rgb = np.zeros((num_pixels, 3))
+    rgb[pix] = np.einsum("nk,nkc->nc", triangles.barycentric(pix, tri),
+                         vertex_rgb[faces[triangles.face_ids[tri]]])
+    alpha = np.zeros(num_pixels)
+    alpha[pix] = 1.0
+    if antialias > 1 and pix.size:
+        _antialias_silhouette(triangles, faces, vertex_rgb, antialias, rgb, alpha)
     rgba = np.zeros((height, width, 4), np.uint8)
     if background_rgb is not None:
         rgba[..., :3] = background_rgb
     alpha_u8 = np.clip(np.rint(alpha * 255.0), 0, 255).astype(np.uint8)
-    shown = alpha_u8 > 0
-    rgba[shown, :3] = np.clip(np.rint(rgb[shown] * 255.0), 0, 255).astype(np.uint8)
-    rgba[..., 3] = alpha_u8
+    shown = np.flatnonzero(alpha_u8)
+    flat = rgba.reshape(-1, 4)
+    flat[shown, :3] = np.clip(np.rint(rgb[shown] * 255.0), 0, 255).astype(np.uint8)
+    flat[:, 3] = alpha_u8
     return rgba
 
 
-def _antialias_silhouette(points_px, depth, faces, vertex_rgb, covered, factor, rgb, alpha):
-    """Supersamples the pixels along the silhouette (in place on rgb (H, W, 3), alpha (H, W)).
+def _antialias_silhouette(triangles, faces, vertex_rgb, factor, rgb, alpha):
+    """Supersamples the pixels along the silhouette (in place on the flat
+    rgb (H*W, 3) and alpha (H*W,) of `triangles`' image).
 
     Silhouette pixels are those within one pixel of the covered region's
     border. Only triangles whose bounding box touches one are rasterised
     again, on a grid `factor` times finer, with a depth test per sample.
     """
-    height, width = covered.shape
+    height, width = triangles.height, triangles.width
+    covered = (alpha > 0).reshape(height, width).astype(np.uint8)
     kernel = np.ones((3, 3), np.uint8)
-    mask = covered.astype(np.uint8)
-    edge = (cv2.dilate(mask, kernel) > 0) & ~(cv2.erode(mask, kernel) > 0)
+    edge = (cv2.dilate(covered, kernel) > 0) & ~(cv2.erode(covered, kernel) > 0)
     # Triangles whose (pixel) bounding box holds an edge pixel: summed-area table.
-    table = np.pad(np.cumsum(np.cumsum(edge, 0), 1), ((1, 0), (1, 0)))
-    tri = points_px[faces]
+    # All faces are considered: one covering no pixel centre still covers samples.
+    table = np.zeros((height + 1, width + 1), np.int32)
+    table[1:, 1:] = cv2.integral(edge.astype(np.uint8))[1:, 1:]
+    tri = triangles.points_px[faces]
     with np.errstate(invalid="ignore"):
-        valid = np.all(np.isfinite(tri), axis=(1, 2)) & np.all(depth[faces] > NEAR_PLANE_M, axis=1)
+        valid = np.all(np.isfinite(tri), axis=(1, 2)) & np.all(triangles.depth[faces] > NEAR_PLANE_M, axis=1)
     tri = np.where(valid[:, None, None], tri, 0.0)
     c0 = np.clip(np.floor(tri[..., 0].min(1)), 0, width - 1).astype(np.int64)
     c1 = np.clip(np.floor(tri[..., 0].max(1)), 0, width - 1).astype(np.int64) + 1
@@ -240,21 +454,34 @@ def _antialias_silhouette(points_px, depth, faces, vertex_rgb, covered, factor, 
     selected = faces[touches]
     if selected.size == 0:
         return
-    pix, face, z, bary = fragments(points_px * factor, depth, selected, height * factor, width * factor)
+    # The same triangles on a grid `factor` times finer (its pixel centres at (j + 0.5) / factor).
+    fine = Triangles(triangles.points_px * factor, triangles.depth, selected, height * factor, width * factor)
+    pix, tri, inv_z = fine.fragments()
     fine_w = width * factor
     parent = (pix // fine_w // factor) * width + (pix % fine_w) // factor
-    keep = edge.reshape(-1)[parent]
-    pix, face, z, bary, parent = pix[keep], face[keep], z[keep], bary[keep], parent[keep]
-    order = np.lexsort((z, pix))  # nearest fragment first within each sample
-    first = np.ones(order.size, bool)
-    first[1:] = pix[order][1:] != pix[order][:-1]
-    order = order[first]
-    sample_rgb = np.einsum("nk,nkc->nc", bary[order].astype(np.float64), vertex_rgb[selected[face[order]]])
-    count = np.bincount(parent[order], minlength=height * width)
-    sums = np.stack([np.bincount(parent[order], weights=sample_rgb[:, c], minlength=height * width)
-                     for c in range(3)], axis=1)
-    edge_flat = np.nonzero(edge.reshape(-1))[0]
-    hit = count[edge_flat] > 0
-    flat_rgb, flat_alpha = rgb.reshape(-1, 3), alpha.reshape(-1)
-    flat_alpha[edge_flat] = count[edge_flat] / float(factor * factor)
-    flat_rgb[edge_flat[hit]] = sums[edge_flat[hit]] / count[edge_flat[hit], None]
+    edge_flat = np.flatnonzero(edge)
+    edge_id = np.full(height * width, -1, np.int64)
+    edge_id[edge_flat] = np.arange(edge_flat.size)
+    keep = edge_id[parent] >= 0
+    pix, tri, inv_z, parent = pix[keep], tri[keep], inv_z[keep], parent[keep]
+    # Compact sample index: edge pixel id * factor^2 + position inside the pixel.
+    sub = ((pix // fine_w) % factor) * factor + (pix % fine_w) % factor
+    sample = edge_id[parent] * (factor * factor) + sub
+    sample, tri, _ = fine.nearest(sample, tri, inv_z, num_pixels=edge_flat.size * factor * factor)
+    sample_rgb = np.einsum("nk,nkc->nc", _sample_barycentric(fine, sample, tri, edge_flat, factor, width),
+                           vertex_rgb[selected[fine.face_ids[tri]]])
+    owner = sample // (factor * factor)
+    count = np.bincount(owner, minlength=edge_flat.size)
+    sums = np.stack([np.bincount(owner, weights=sample_rgb[:, ch], minlength=edge_flat.size)
+                     for ch in range(3)], axis=1)
+    hit = count > 0
+    alpha[edge_flat] = count / float(factor * factor)
+    rgb[edge_flat[hit]] = sums[hit] / count[hit, None]
+
+
+def _sample_barycentric(fine, sample, tri, edge_flat, factor, width):
+    """Barycentrics (N, 3) of fine-grid samples given by compact sample index."""
+    owner, sub = sample // (factor * factor), sample % (factor * factor)
+    row = (edge_flat[owner] // width) * factor + sub // factor
+    col = (edge_flat[owner] % width) * factor + sub % factor
+    return fine.barycentric(row * (width * factor) + col, tri)
