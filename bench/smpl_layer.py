@@ -1,16 +1,27 @@
-"""Samples per second of the SMPL layer against a per-sample baseline.
+"""Samples per second of the SMPL layer against a baseline, on the Keras backend in use.
 
 By default both run on a random model with the official SMPL's sizes (6890
-vertices, 207 pose blend shapes), so the work matches official SMPL files;
-`--body found` uses the files `smpl.find_models` finds instead (the open
-body has no pose blend shapes, which the vectorised layer skips).
+vertices, 207 pose blend shapes, different female and male arrays), so the
+work matches official SMPL files; `--body found` uses the files
+`smpl.find_models` finds instead (the open body has no pose blend shapes and
+one set of skinning weights for both genders, which the layer exploits).
 
-The baseline is written in the style of the original release: `tf.map_fn`
-over the batch, one sample at a time, with the gender chosen per sample, the
-kinematic chain built joint by joint and a 4x4 skinning matrix per vertex. Both run inside `tf.function` on the
-same model.
+TensorFlow (the default backend): the layer inside `tf.function`, which splits
+the batch by gender, against a baseline in the style of the original release:
+`tf.map_fn` over the batch, one sample at a time, with the gender chosen per
+sample, the kinematic chain built joint by joint and a 4x4 skinning matrix
+per vertex.
+
+JAX (`KERAS_BACKEND=jax`): the layer inside `jax.jit` (fixed shapes: both
+models stacked, each sample weighted onto its own) against the plain
+fixed-shape alternative: skin every sample with both models and keep the one
+its gender picks.
 
     python bench/smpl_layer.py [--batches 1 32 256] [--repeats 5] [--body smpl-sized|found]
+    KERAS_BACKEND=jax python bench/smpl_layer.py
+
+Prints a table; rounds alternate between the layer and the baseline so that
+other load on the machine hits both alike.
 """
 import argparse
 import os
@@ -20,11 +31,15 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+from keras import ops  # noqa: E402
 
 import smpl  # noqa: E402
-from smpl.kinematics import SMPL_PARENTS  # noqa: E402
+from smpl import layer as smpl_layer  # noqa: E402
+from smpl.constants import SMPL_PARENTS  # noqa: E402
+
+BACKEND = keras.backend.backend()
 
 
 def random_model(gender, seed, V=6890):
@@ -44,11 +59,13 @@ def load_models(body):
     return random_model("female", 0), random_model("male", 1), "random model of official SMPL sizes"
 
 
-def per_sample_baseline(female, male):
+def per_sample_baseline_tf(female, male):
     """(rotations, shape) -> vertices, joints in the style of the original release:
     shaped templates of both genders for the batch, then `tf.map_fn` over the
     samples, each picking its gender, chaining 4x4 transforms joint by joint
     and skinning every vertex with its own blended 4x4 matrix."""
+    import tensorflow as tf
+
     stack = lambda name: tf.constant(np.stack([getattr(female, name), getattr(male, name)]), tf.float32)
     v_template, shapedirs, posedirs = stack("v_template"), stack("shapedirs"), stack("posedirs")
     regressor, weights = stack("J_regressor"), stack("weights")
@@ -83,16 +100,54 @@ def per_sample_baseline(female, male):
     return run
 
 
-def samples_per_second(fn, batch, repeats):
-    rng = np.random.default_rng(batch)
-    rotations = tf.constant(smpl.rodrigues(rng.normal(0, 0.3, (batch, 24, 3)).astype(np.float32)))
-    shape = tf.constant(np.c_[rng.normal(size=(batch, 10)), np.sign(rng.normal(size=batch))], tf.float32)
-    fn(rotations, shape)  # trace
-    start = time.perf_counter()
-    for _ in range(repeats):
-        out = fn(rotations, shape)
-    _ = out[0].numpy()
-    return batch * repeats / (time.perf_counter() - start)
+def both_models_baseline(layer):
+    """(rotations, shape) -> vertices, joints: every sample skinned with the
+    female and the male model (`linear_blend_skinning` once per model on the
+    whole batch), then the one its gender picks is kept."""
+    models = [layer._as_tensors(layer._model_arrays(m)) for m in (layer.female, layer.male)]
+
+    def run(rotations, shape):
+        female, male = (smpl_layer.linear_blend_skinning(rotations, shape[:, :10], m, layer.parents)
+                        for m in models)
+        is_male = (shape[:, 10] >= 0.0)[:, None, None]
+        vertices, joints = (ops.where(is_male, m, f) for f, m in zip(female, male))
+        return vertices - joints[:, :1], joints - joints[:, :1]
+    return run
+
+
+def compiled(fn):
+    """fn inside the backend's compiler (tf.function or jax.jit)."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+        return tf.function(fn)
+    if BACKEND == "jax":
+        import jax
+        return jax.jit(fn)
+    return fn
+
+
+def inputs(batch, seed):
+    rng = np.random.default_rng(seed)
+    rotations = ops.convert_to_tensor(smpl.rodrigues(rng.normal(0, 0.3, (batch, 24, 3)).astype(np.float32)))
+    genders = np.where(np.arange(batch) % 2 == 0, -1.0, 1.0)[rng.permutation(batch)]
+    shape = ops.convert_to_tensor(np.c_[rng.normal(size=(batch, 10)), genders].astype(np.float32))
+    return rotations, shape
+
+
+def time_rounds(fns, batch, repeats, rounds=3):
+    """Best samples/s of each function over `rounds` rounds of `repeats` calls, rounds interleaved."""
+    rotations, shape = inputs(batch, batch)
+    for fn in fns:
+        ops.convert_to_numpy(fn(rotations, shape)[0])  # trace and compile
+    best = [0.0] * len(fns)
+    for _ in range(rounds):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            for _ in range(repeats):
+                out = fn(rotations, shape)
+            ops.convert_to_numpy(out[0])
+            best[i] = max(best[i], batch * repeats / (time.perf_counter() - start))
+    return best
 
 
 def main():
@@ -103,22 +158,26 @@ def main():
     args = parser.parse_args()
     female, male, source = load_models(args.body)
     layer = smpl.SMPL(female, male, check_inputs=False)
-    ours = tf.function(lambda r, s: layer(r, s))
-    baseline = per_sample_baseline(female, male)
+    ours = compiled(lambda r, s: layer(r, s))
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+        baseline, baseline_name, version = per_sample_baseline_tf(female, male), "per-sample map_fn", tf.__version__
+    else:
+        import jax
+        baseline, baseline_name = compiled(both_models_baseline(layer)), "both models per sample"
+        version = f"{jax.__version__} on {jax.default_backend()}"
     print(f"SMPL layer, {female.num_vertices} vertices ({source}), {os.cpu_count()} CPU cores, "
-          f"TensorFlow {tf.__version__}")
-    print(f"| batch | vectorised layer (samples/s) | per-sample map_fn (samples/s) | speed-up |")
-    print(f"|---:|---:|---:|---:|")
+          f"Keras {keras.__version__} on {BACKEND} {version}")
+    print(f"| batch | SMPL layer (samples/s) | {baseline_name} (samples/s) | speed-up |")
+    print("|---:|---:|---:|---:|")
     # Both implementations must agree before they are timed.
-    rng = np.random.default_rng(0)
-    rotations = smpl.rodrigues(rng.normal(0, 0.3, (4, 24, 3)).astype(np.float32))
-    shape = tf.constant(np.c_[rng.normal(size=(4, 10)), [-1, 1, 1, -1]], tf.float32)
-    difference = np.abs(ours(rotations, shape)[0].numpy() - baseline(rotations, shape)[0].numpy()).max()
+    rotations, shape = inputs(4, 0)
+    difference = np.abs(ops.convert_to_numpy(ours(rotations, shape)[0])
+                        - ops.convert_to_numpy(baseline(rotations, shape)[0])).max()
     assert difference < 1e-4, f"the two implementations disagree by {difference} m"
     for batch in args.batches:
-        fast = samples_per_second(ours, batch, args.repeats)
-        slow = samples_per_second(baseline, batch, max(1, args.repeats // 2))
-        print(f"| {batch} | {fast:,.0f} | {slow:,.0f} | {fast / slow:.1f}x |")
+        fast, slow = time_rounds([ours, baseline], batch, args.repeats)
+        print(f"| {batch} | {fast:,.0f} | {slow:,.0f} | {fast / slow:.1f}x |", flush=True)
 
 
 if __name__ == "__main__":

@@ -8,17 +8,26 @@ Linear blend skinning, as in SMPL v1.0 (Loper et al. 2015):
     G_k      = G_parent(k) . [R_k | J_k - J_parent(k)]     (world transform per joint)
     v        = sum_k weights[:, k] * (G_k - [0 | G_k^R J_k]) . v_posed
 
-Every sample picks the female or the male model by its gender value: the
-batch is split by gender, each part goes through `linear_blend_skinning` with
-its model as whole-batch matrix products, and the parts are stitched back in
-the original order (no per-sample loop, each sample computed once).
+Written in `keras.ops`, so it runs on TensorFlow and on JAX. Every sample
+picks the female or the male model by its gender value, in one of two ways
+that give the same numbers:
+
+- JAX (and any backend but TensorFlow): fixed shapes, as `jax.jit` needs.
+  Both models' arrays are stacked, and each sample's inputs (betas, pose
+  feature, skinning transforms) are copied once per model and scaled by the
+  sample's one-hot gender, so one matrix product per step applies the right
+  model to every sample (twice the multiply-adds of one model, no gather of
+  per-sample model arrays, no branch).
+- TensorFlow: `split_by_gender_tf` partitions the batch by gender
+  (`tf.dynamic_partition`), runs each part with its own model and stitches
+  the parts back in order, so each sample's blend shapes are computed once.
 """
 import numpy as np
-import tensorflow as tf
 import keras
+from keras import ops
 
+from .constants import NUM_BETAS, NUM_JOINTS, NUM_SHAPE
 from .io import SMPLModel, load_model
-from .constants import NUM_JOINTS, NUM_SHAPE
 
 
 def rodrigues(axis_angle):
@@ -26,71 +35,107 @@ def rodrigues(axis_angle):
 
     R = I + a K + b K^2 with K the cross-product matrix of the (unnormalised)
     vector, a = sin(t)/t, b = (1 - cos t)/t^2; a Taylor series near t = 0 keeps
-    values and gradients finite at zero angle.
+    values and gradients finite at zero angle. Accepts NumPy arrays or backend
+    tensors; returns a float32 backend tensor.
     """
-    axis_angle = tf.convert_to_tensor(axis_angle, dtype=tf.float32)
-    angle_sq = tf.reduce_sum(tf.square(axis_angle), axis=-1)[..., None, None]
+    axis_angle = ops.cast(ops.convert_to_tensor(axis_angle), "float32")
+    angle_sq = ops.sum(ops.square(axis_angle), axis=-1)[..., None, None]
     small = angle_sq < 1e-6
-    safe_sq = tf.where(small, tf.ones_like(angle_sq), angle_sq)
-    angle = tf.sqrt(safe_sq)
-    a = tf.where(small, 1.0 - angle_sq / 6.0, tf.sin(angle) / angle)
-    b = tf.where(small, 0.5 - angle_sq / 24.0, (1.0 - tf.cos(angle)) / safe_sq)
-    x, y, z = tf.unstack(axis_angle, axis=-1)
-    zero = tf.zeros_like(x)
-    k = tf.reshape(tf.stack([zero, -z, y, z, zero, -x, -y, x, zero], axis=-1),
-                   tf.concat([tf.shape(axis_angle)[:-1], [3, 3]], axis=0))
-    eye = tf.eye(3, dtype=tf.float32)
-    return eye + a * k + b * tf.matmul(k, k)
+    safe_sq = ops.where(small, ops.ones_like(angle_sq), angle_sq)
+    angle = ops.sqrt(safe_sq)
+    a = ops.where(small, 1.0 - angle_sq / 6.0, ops.sin(angle) / angle)
+    b = ops.where(small, 0.5 - angle_sq / 24.0, (1.0 - ops.cos(angle)) / safe_sq)
+    x, y, z = axis_angle[..., 0], axis_angle[..., 1], axis_angle[..., 2]
+    zero = ops.zeros_like(x)
+    k = ops.stack([ops.stack([zero, -z, y], axis=-1),
+                   ops.stack([z, zero, -x], axis=-1),
+                   ops.stack([-y, x, zero], axis=-1)], axis=-2)
+    return ops.eye(3, dtype="float32") + a * k + b * ops.matmul(k, k)
 
 
-def linear_blend_skinning(rotations, betas, model, parents):
-    """SMPL for a batch of one gender.
+def linear_blend_skinning(rotations, betas, model, parents, model_weights=None):
+    """SMPL vertices and joints for a batch, with one or two body models in `model`.
 
-    rotations (B, 24, 3, 3), betas (B, 10); `model` a dict of float32 tensors
-    laid out coordinate-first (V last) so every per-vertex step runs over
-    contiguous rows: v_template (3, V), shapedirs (10, 3*V), posedirs
-    (207, 3*V) or None, joint_template (24, 3) = J_regressor . v_template,
-    joint_shapedirs (10, 72) = J_regressor . shapedirs (the regression is
-    linear, so rest joints come from the betas directly), weights_t (24, V).
-    Returns vertices (B, V, 3) and joints (B, 24, 3) in metres, in the model's
-    frame (not root-centred).
+    rotations (B, 24, 3, 3), betas (B, 10). `model` is a dict of float32
+    arrays laid out coordinate-first (V last) so the per-vertex steps run over
+    contiguous rows: v_template (G, 3*V), shapedirs (G*10, 3*V), posedirs
+    (G*207, 3*V) or None (no pose blend shapes), joint_template (G, 72) =
+    J_regressor . v_template, joint_shapedirs (G*10, 72) = J_regressor .
+    shapedirs (the regression is linear, so rest joints come from the betas
+    directly), weights (G*24, V). Each array stacks its G models along the
+    first axis; G may differ per array (G = 1: one array all models share).
+    model_weights (B, G) says how much of each model a sample uses (one-hot:
+    the sample's gender); None when every array has G = 1.
+
+    Returns vertices (B, V, 3) and joints (B, 24, 3) in metres, in the
+    model's frame (not root-centred).
     """
-    batch = tf.shape(rotations)[0]
-    num_vertices = model["v_template"].shape[1]
-    v_shaped = model["v_template"] + tf.reshape(tf.matmul(betas, model["shapedirs"]), (batch, 3, num_vertices))
-    rest_joints = model["joint_template"] + tf.reshape(tf.matmul(betas, model["joint_shapedirs"]),
-                                                       (batch, NUM_JOINTS, 3))
+    batch = ops.shape(rotations)[0]
+    num_vertices = model["weights"].shape[1]
+
+    def times(x, matrix):
+        """x (B, ..., K) @ matrix (G*K, N): x copied once per model and scaled by the sample's
+        weight for that model, so each sample meets its own model's rows."""
+        if matrix.shape[0] != x.shape[-1]:
+            w = ops.reshape(model_weights, (batch,) + (1,) * (len(x.shape) - 2) + (-1, 1))
+            x = ops.reshape(w * ops.expand_dims(x, -2), tuple(ops.shape(x)[:-1]) + (-1,))
+        return ops.matmul(x, matrix)
+
+    def own(template):
+        """(G, K) -> each sample's template (B, K), or (1, K) to broadcast when G = 1."""
+        return template if template.shape[0] == 1 else ops.matmul(model_weights, template)
+
+    v_shaped = own(model["v_template"]) + times(betas, model["shapedirs"])
+    rest_joints = ops.reshape(own(model["joint_template"]) + times(betas, model["joint_shapedirs"]),
+                              (batch, NUM_JOINTS, 3))
     v_posed = v_shaped
     if model["posedirs"] is not None:
-        pose_feature = tf.reshape(rotations[:, 1:] - tf.eye(3), (batch, 9 * (NUM_JOINTS - 1)))
-        v_posed += tf.reshape(tf.matmul(pose_feature, model["posedirs"]), (batch, 3, num_vertices))
+        pose_feature = ops.reshape(rotations[:, 1:] - ops.eye(3, dtype="float32"), (batch, 9 * (NUM_JOINTS - 1)))
+        v_posed = v_posed + times(pose_feature, model["posedirs"])
+    v_posed = ops.reshape(v_posed, (batch, 3, num_vertices))
 
-    world = world_transforms(rotations, rest_joints, parents)  # (B, 24, 4, 4)
-    posed_joints = world[:, :, :3, 3]
-    # Skinning transforms G_k [I | -J_k] (B, 24, 3x4), blended per vertex by the weights.
-    offset = posed_joints - tf.reduce_sum(world[:, :, :3, :3] * rest_joints[:, :, None, :], axis=-1)
-    skin = tf.reshape(tf.concat([world[:, :, :3, :3], offset[..., None]], axis=-1), (batch, NUM_JOINTS, 12))
-    per_vertex = tf.matmul(skin, model["weights_t"], transpose_a=True)  # (B, 12, V)
+    world_rotations, posed_joints = world_transforms(rotations, rest_joints, parents)
+    # Skinning transforms G_k [I | -J_k] as (B, 12, 24): row 4i + c is entry (i, c) of the 3x4 matrix.
+    offset = posed_joints - ops.sum(world_rotations * rest_joints[:, :, None, :], axis=-1)
+    skin = ops.concatenate([world_rotations, offset[..., None]], axis=-1)  # (B, 24, 3, 4)
+    skin = ops.reshape(ops.transpose(skin, (0, 2, 3, 1)), (batch, 12, NUM_JOINTS))
+    per_vertex = times(skin, model["weights"])  # (B, 12, V)
     x, y, z = v_posed[:, 0], v_posed[:, 1], v_posed[:, 2]
-    vertices = tf.stack([per_vertex[:, 4 * i] * x + per_vertex[:, 4 * i + 1] * y
-                         + per_vertex[:, 4 * i + 2] * z + per_vertex[:, 4 * i + 3] for i in range(3)], axis=-1)
+    vertices = ops.stack([per_vertex[:, 4 * i] * x + per_vertex[:, 4 * i + 1] * y
+                          + per_vertex[:, 4 * i + 2] * z + per_vertex[:, 4 * i + 3] for i in range(3)], axis=-1)
     return vertices, posed_joints
 
 
 def world_transforms(rotations, rest_joints, parents):
-    """World transforms (B, 24, 4, 4) along the kinematic chain (unrolled at trace time).
+    """World rotations (B, 24, 3, 3) and positions (B, 24, 3) of the joints along
+    the kinematic chain (unrolled at trace time).
 
-    rotations (B, 24, 3, 3) are relative to each joint's parent; rest_joints (B, 24, 3).
+    rotations (B, 24, 3, 3) are relative to each joint's parent; rest_joints
+    (B, 24, 3) in metres; parents a list of 24 ints (-1 for the root).
     """
-    parent_joints = tf.gather(rest_joints, [max(p, 0) for p in parents], axis=1)
-    relative = tf.concat([rest_joints[:, :1], (rest_joints - parent_joints)[:, 1:]], axis=1)
-    local = tf.concat([rotations, relative[..., None]], axis=-1)  # (B, 24, 3, 4)
-    bottom = tf.broadcast_to(tf.constant([0.0, 0.0, 0.0, 1.0]), tf.concat([tf.shape(local)[:2], [1, 4]], 0))
-    local = tf.concat([local, bottom], axis=2)
-    chain = [local[:, 0]]
+    world_r, world_t = [rotations[:, 0]], [rest_joints[:, 0]]
     for k in range(1, NUM_JOINTS):
-        chain.append(tf.matmul(chain[parents[k]], local[:, k]))
-    return tf.stack(chain, axis=1)
+        p = parents[k]
+        bone = rest_joints[:, k] - rest_joints[:, p]
+        world_t.append(world_t[p] + ops.sum(world_r[p] * bone[:, None, :], axis=-1))
+        world_r.append(ops.matmul(world_r[p], rotations[:, k]))
+    return ops.stack(world_r, axis=1), ops.stack(world_t, axis=1)
+
+
+def split_by_gender_tf(rotations, betas, is_male, models, parents):
+    """TensorFlow only: `linear_blend_skinning` on the female and the male part
+    of the batch with their own model (`models` = [female, male], G = 1 each),
+    stitched back in the batch's order. is_male (B,) int32 in {0, 1}."""
+    import tensorflow as tf
+
+    indices = tf.dynamic_partition(tf.range(tf.shape(is_male)[0]), is_male, 2)
+    vertices, joints = [], []
+    for gender, model in enumerate(models):
+        v, j = linear_blend_skinning(tf.gather(rotations, indices[gender]), tf.gather(betas, indices[gender]),
+                                     model, parents)
+        vertices.append(v)
+        joints.append(j)
+    return tf.dynamic_stitch(indices, vertices), tf.dynamic_stitch(indices, joints)
 
 
 class SMPL(keras.layers.Layer):
@@ -100,6 +145,12 @@ class SMPL(keras.layers.Layer):
     shape: (B, 11) float32 = 10 betas + a gender value (male where >= 0).
     Outputs are in metres with joint 0 moved to the origin. `female` and
     `male` are `SMPLModel`s or paths to model files, of the same mesh topology.
+
+    Wrong shapes raise ValueError on every backend. With `check_inputs`,
+    NaN or Inf in the inputs raise too: `tf.errors.InvalidArgumentError` on
+    TensorFlow (eager or inside `tf.function`), ValueError on JAX when the
+    inputs are concrete arrays; inside `jax.jit` the values are not known, so
+    the finite check is skipped there.
     """
 
     def __init__(self, female, male, check_inputs=True, **kwargs):
@@ -118,52 +169,85 @@ class SMPL(keras.layers.Layer):
         self.faces = female.faces
         self.landmark_ids = female.landmark_ids
         self.parents = [int(p) for p in female.parents]
-        self._models = [self._as_tensors(female), self._as_tensors(male)]
+        self._split_by_gender = keras.backend.backend() == "tensorflow"
+        arrays = [self._model_arrays(female), self._model_arrays(male)]
+        if self._split_by_gender:
+            self._models = [self._as_tensors(a) for a in arrays]
+        else:
+            self._models = self._as_tensors(self._stack(*arrays))
 
     @staticmethod
-    def _as_tensors(model):
-        """The arrays `linear_blend_skinning` takes, as float32 constants."""
+    def _stack(female, male):
+        """Both models' arrays stacked along the first axis (G = 2), except arrays
+        the two models hold identically (e.g. skinning weights), kept once (G = 1)."""
+        if (female["posedirs"] is None) != (male["posedirs"] is None):  # zeros stand in for the missing ones
+            size = (female["posedirs"] if male["posedirs"] is None else male["posedirs"]).shape
+            female, male = ({**a, "posedirs": np.zeros(size, np.float32) if a["posedirs"] is None else a["posedirs"]}
+                            for a in (female, male))
+        return {name: female[name] if female[name] is None or np.array_equal(female[name], male[name])
+                else np.concatenate([female[name], male[name]]) for name in female}
+
+    @staticmethod
+    def _model_arrays(model):
+        """One model's arrays in the layout `linear_blend_skinning` takes (G = 1), float32 NumPy."""
         def coordinate_first(dirs):  # (V, 3, K) -> (K, 3*V)
-            return tf.constant(np.transpose(dirs, (2, 1, 0)).reshape(dirs.shape[2], -1))
+            return np.transpose(dirs, (2, 1, 0)).reshape(dirs.shape[2], -1).astype(np.float32)
 
         regressor = model.J_regressor.astype(np.float64)
         joint_shapedirs = np.einsum("jv,vck->kjc", regressor, model.shapedirs)  # (10, 24, 3)
-        return {"v_template": tf.constant(model.v_template.T),
+        return {"v_template": model.v_template.T.reshape(1, -1).astype(np.float32),
                 "shapedirs": coordinate_first(model.shapedirs),
                 "posedirs": coordinate_first(model.posedirs) if np.any(model.posedirs) else None,
-                "joint_template": tf.constant((regressor @ model.v_template).astype(np.float32)),
-                "joint_shapedirs": tf.constant(joint_shapedirs.reshape(joint_shapedirs.shape[0], -1).astype(np.float32)),
-                "weights_t": tf.constant(model.weights.T)}
+                "joint_template": (regressor @ model.v_template).reshape(1, -1).astype(np.float32),
+                "joint_shapedirs": joint_shapedirs.reshape(NUM_BETAS, -1).astype(np.float32),
+                "weights": model.weights.T.astype(np.float32)}
+
+    @staticmethod
+    def _as_tensors(arrays):
+        return {name: None if value is None else ops.convert_to_tensor(value, "float32")
+                for name, value in arrays.items()}
 
     def _check(self, rotations, shape):
-        if rotations.shape.rank != 4 or tuple(rotations.shape[1:]) != (NUM_JOINTS, 3, 3):
+        if len(rotations.shape) != 4 or tuple(rotations.shape[1:]) != (NUM_JOINTS, 3, 3):
             raise ValueError(f"SMPL layer: rotations must be (B, 24, 3, 3), got {tuple(rotations.shape)}")
-        if shape.shape.rank != 2 or shape.shape[1] != NUM_SHAPE:
+        if len(shape.shape) != 2 or shape.shape[1] != NUM_SHAPE:
             raise ValueError(f"SMPL layer: shape must be (B, 11) = 10 betas + gender, got {tuple(shape.shape)}")
-        if self.check_inputs:
+        if not self.check_inputs:
+            return
+        if self._split_by_gender:
+            import tensorflow as tf
+
             tf.debugging.assert_all_finite(rotations, "SMPL layer: rotations contain NaN or Inf")
             tf.debugging.assert_all_finite(shape, "SMPL layer: shape contains NaN or Inf")
+            return
+        if keras.backend.backend() == "jax":
+            import jax
+
+            if isinstance(rotations, jax.core.Tracer) or isinstance(shape, jax.core.Tracer):
+                return  # inside jax.jit: the values are not known while tracing
+        for name, value in (("rotations contain", rotations), ("shape contains", shape)):
+            if not np.all(np.isfinite(ops.convert_to_numpy(value))):
+                raise ValueError(f"SMPL layer: {name} NaN or Inf")
 
     def call(self, rotations, shape):
-        rotations = tf.convert_to_tensor(rotations, tf.float32)
-        shape = tf.convert_to_tensor(shape, tf.float32)
+        rotations = ops.cast(ops.convert_to_tensor(rotations), "float32")
+        shape = ops.cast(ops.convert_to_tensor(shape), "float32")
         self._check(rotations, shape)
-        is_male = tf.cast(shape[:, 10] >= 0.0, tf.int32)
-        indices = tf.dynamic_partition(tf.range(tf.shape(shape)[0]), is_male, 2)
-        vertices, joints = [], []
-        for gender, model in enumerate(self._models):
-            v, j = linear_blend_skinning(tf.gather(rotations, indices[gender]),
-                                         tf.gather(shape[:, :10], indices[gender]), model, self.parents)
-            vertices.append(v)
-            joints.append(j)
-        vertices = tf.dynamic_stitch(indices, vertices)
-        joints = tf.dynamic_stitch(indices, joints)
+        is_male = shape[:, NUM_BETAS] >= 0.0
+        betas = shape[:, :NUM_BETAS]
+        if self._split_by_gender:
+            vertices, joints = split_by_gender_tf(rotations, betas, ops.cast(is_male, "int32"), self._models,
+                                                  self.parents)
+        else:
+            male = ops.cast(is_male, "float32")[:, None]
+            vertices, joints = linear_blend_skinning(rotations, betas, self._models, self.parents,
+                                                     model_weights=ops.concatenate([1.0 - male, male], axis=1))
         root = joints[:, :1]
         return vertices - root, joints - root
 
     def points41(self, vertices, joints):
         """The 41 SMPLR points (B, 41, 3): joints 1..23, then the 18 landmark vertices."""
-        return tf.concat([joints[:, 1:], tf.gather(vertices, self.landmark_ids, axis=1)], axis=1)
+        return ops.concatenate([joints[:, 1:], ops.take(vertices, self.landmark_ids, axis=1)], axis=1)
 
     def compute_output_spec(self, rotations, shape):
         batch = rotations.shape[0]
