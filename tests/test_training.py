@@ -195,6 +195,7 @@ def test_shn_mixed_precision_step_keeps_float32_loss_and_readout(tmp_path, cloth
 
     from training.config import resolve_paths
     from training.shn_loop import SHNStage
+    from training.steps import to_host
     from training.summaries import SummaryLogger
 
     (tmp_path / "train.txt").write_text("00449/0000.png\n00742/0150.png\n")
@@ -213,7 +214,7 @@ def test_shn_mixed_precision_step_keeps_float32_loss_and_readout(tmp_path, cloth
         logits = stage.model(batch["image"], training=False)
         assert logits.dtype == "float32"  # heatmaps are read out and scored in float32
         before = [v.numpy().copy() for v in stage.model.trainable_variables[:3]]
-        first = stage.train_step(batch)
+        first = to_host([stage.train_step(batch)])[0]
         assert set(first) == {"loss", "error_all_mm", "loss_stack_1"}
         assert np.isfinite(first["loss"]) and first["loss"] == pytest.approx(first["loss_stack_1"])
         stage.train_step(batch)

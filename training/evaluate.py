@@ -17,7 +17,11 @@ Writes ``TMP/results/SMPLR/``:
   skeleton (red) and the true skeleton (green).
 An existing results folder is an error unless ``--overwrite``.
 
-TensorFlow is imported only inside functions: ``test.py`` picks the GPU first.
+Runs on either Keras backend (TensorFlow: tf.data + ``tf.function``; JAX: the
+NumPy loader + ``jax.jit``); nothing backend-specific is imported at module
+level, so ``test.py`` picks the GPU first. The checkpoint name ``pretrained``
+is reserved: it loads the shipped weights from ``pretrained/`` (see
+``pretrained/README.md``).
 """
 import argparse
 import json
@@ -33,6 +37,16 @@ from training.config import DEFAULT_DATA, DEFAULT_TMP
 from training.metrics import JOINT_GROUPS, group_errors, point_errors_mm, summarize_point_errors
 
 RESULT_FILES = ("summary.json", "group_errors.png")
+#: The shipped weights: ``pretrained/checkpoints/{shn,dae,smplr}``, loaded by the name ``pretrained``.
+PRETRAINED_ROOT = Path(__file__).resolve().parents[1] / "pretrained"
+PRETRAINED = "pretrained"
+
+
+def checkpoint_location(tmp, name, stage):
+    """(root, name) of a checkpoint: ``pretrained`` maps to the shipped weights of ``stage``."""
+    if name == PRETRAINED:
+        return PRETRAINED_ROOT, stage
+    return tmp, name
 
 
 # ------------------------------------------------------------------ loading
@@ -41,32 +55,35 @@ def load_stages(tmp, shn_name, dae_name, smplr_name, smpl_dir=None):
 
     Returns (pipeline, smpl_layer, states) with states a dict stage -> checkpoint state.
     """
-    import tensorflow as tf
-
     from models import DAE, SHN, SMPLR, Pipeline
     from training.checkpoints import CheckpointStore, available_checkpoints, load_named
     from training.smplr_loop import load_body_model
 
-    for name in (shn_name, dae_name, smplr_name):
-        store = CheckpointStore(tmp, name)
+    where = {stage: checkpoint_location(tmp, name, stage)
+             for stage, name in (("shn", shn_name), ("dae", dae_name), ("smplr", smplr_name))}
+    for root, name in where.values():
+        store = CheckpointStore(root, name)
         if not (store.has("best") or store.has("latest")):
+            if root == PRETRAINED_ROOT:
+                raise TrainingError(f"the pretrained {name} weights are missing from {root / 'checkpoints' / name}")
             found = available_checkpoints(tmp)
             raise TrainingError(f"checkpoint {name!r} not found in {Path(tmp) / 'checkpoints'} "
                                 f"(checkpoints found: {', '.join(found) if found else 'none'})")
-    shn_state = CheckpointStore(tmp, shn_name).read_state("best") or CheckpointStore(tmp, shn_name).read_state("latest")
+    shn_store = CheckpointStore(*where["shn"])
+    shn_state = shn_store.read_state("best") or shn_store.read_state("latest")
     shn_config = shn_state.get("config", {})
     shn = SHN(num_stacks=int(shn_config.get("num_stacks", 5)), num_features=int(shn_config.get("num_features", 256)))
-    shn(tf.zeros((1, 256, 256, 3)))
+    shn(np.zeros((1, 256, 256, 3), np.float32))
     dae = DAE()
-    dae(tf.zeros((1, 123)))
+    dae(np.zeros((1, 123), np.float32))
     smpl_layer = load_body_model(smpl_dir)
     smplr = SMPLR(smpl_layer)
-    smplr.shape_net(tf.zeros((1, 41)))
-    smplr.pose_net(tf.zeros((1, 123)))
+    smplr.shape_net(np.zeros((1, 41), np.float32))
+    smplr.pose_net(np.zeros((1, 123), np.float32))
     states = {
-        "shn": load_named(tmp, shn_name, {"shn": shn}, kinds=("shn",), purpose="evaluate SHN"),
-        "dae": load_named(tmp, dae_name, {"dae": dae}, kinds=("dae",), purpose="evaluate DAE"),
-        "smplr": load_named(tmp, smplr_name, {"shape_net": smplr.shape_net, "pose_net": smplr.pose_net},
+        "shn": load_named(*where["shn"], {"shn": shn}, kinds=("shn",), purpose="evaluate SHN"),
+        "dae": load_named(*where["dae"], {"dae": dae}, kinds=("dae",), purpose="evaluate DAE"),
+        "smplr": load_named(*where["smplr"], {"shape_net": smplr.shape_net, "pose_net": smplr.pose_net},
                             kinds=("shapepose",), purpose="evaluate SMPLR"),
     }
     return Pipeline(shn, dae, smplr), smpl_layer, states
@@ -177,11 +194,12 @@ def evaluate(tmp, shn_name, dae_name, smplr_name, data=DEFAULT_DATA, list_name="
              smpl_dir=None, out=None, overwrite=False, max_batches=None, num_overlays=4):
     """Run the pipeline over a data list; write the results; return the summary dict."""
     import cv2
-    import tensorflow as tf
+    from keras import ops
     from tqdm import tqdm
 
     import DataReader
     from smpl import kinematics
+    from training.steps import backend, make_steps
 
     data = Path(data)
     list_file = data / list_name
@@ -190,17 +208,19 @@ def evaluate(tmp, shn_name, dae_name, smplr_name, data=DEFAULT_DATA, list_name="
     results_dir = Path(tmp) / "results" / (out or smplr_name)
     pipeline, smpl_layer, states = load_stages(tmp, shn_name, dae_name, smplr_name, smpl_dir)
     prepare_results_dir(results_dir, overwrite)
-    dataset = DataReader.shn_dataset(data, list_file, batch_size, training=False)
-    total = -(-len(dataset.loader) // batch_size)
+    if backend() == "tensorflow":
+        dataset = DataReader.shn_dataset(data, list_file, batch_size, training=False)
+        num_frames = len(dataset.loader)
+    else:
+        dataset = DataReader.shn_batches(data, list_file, batch_size, training=False)
+        num_frames = len(dataset)
+    total = -(-num_frames // batch_size)
     if max_batches is not None:
         total = min(total, max_batches)
-
-    @tf.function(reduce_retracing=True)
-    def predict(images):
-        return pipeline(images, training=False)
+    steps = make_steps([pipeline], None, lambda batch, training: pipeline(batch["image"], training=training))
 
     faces = np.asarray(smpl_layer.faces)
-    num_samples = min(len(dataset.loader), total * batch_size)
+    num_samples = min(num_frames, total * batch_size)
     # Overlays of samples spread over the list (consecutive frames look alike).
     overlay_indices = set(np.linspace(0, num_samples - 1, min(num_overlays, num_samples)).round().astype(int)
                           .tolist()) if num_overlays > 0 else set()
@@ -210,19 +230,20 @@ def evaluate(tmp, shn_name, dae_name, smplr_name, data=DEFAULT_DATA, list_name="
     for k, batch in enumerate(tqdm(dataset, total=total, desc="test", unit="batch", file=sys.stdout)):
         if max_batches is not None and k >= max_batches:
             break
-        outputs = {key: value.numpy() for key, value in predict(batch["image"]).items()}
+        outputs = {key: np.asarray(ops.convert_to_numpy(value)) for key, value in steps.evaluate(batch).items()}
+        batch = {key: np.asarray(value) for key, value in batch.items()}
         result = {"shn_points": outputs["shn_points"], "dae_points": outputs["dae_points"],
                   "shape": outputs["shape"], "pose": outputs["rotations"],
                   "smpl_joints": outputs["joints"], "vertices": outputs["vertices"],
                   "smpl_points": outputs["points"],
-                  "points": batch["points"].numpy(), "rotations": batch["rotations"].numpy(),
-                  "target_shape": batch["shape"].numpy(), "root_camera": batch["root_camera"].numpy(),
-                  "paths": np.array([p.decode() for p in batch["path"].numpy()])}
+                  "points": batch["points"], "rotations": batch["rotations"],
+                  "target_shape": batch["shape"], "root_camera": batch["root_camera"],
+                  "paths": np.array([p.decode() if isinstance(p, bytes) else str(p) for p in batch["path"]])}
         np.savez_compressed(results_dir / f"batch_{k:05d}.npz", **result)
         errors["shn"].append(point_errors_mm(result["shn_points"], result["points"]))
         errors["dae"].append(point_errors_mm(result["dae_points"], result["points"]))
         errors["smplr"].append(point_errors_mm(result["smpl_points"], result["points"]))
-        images = batch["image"].numpy()
+        images = batch["image"]
         for i in range(len(images)):
             if k * batch_size + i in overlay_indices:
                 picture = overlay(images[i], result, i, faces, kinematics.PARENTS)

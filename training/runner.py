@@ -166,16 +166,6 @@ def run(stage, resume_state=None):
         read_pending()
         bar.close()
         stage.steps_impl.sync()
-                    raise TrainingError(f"{config.name}: training {key} became {value} at epoch "
-                                        f"{epoch + 1}, step {count} (try a lower --lr)")
-                sums[key] = sums.get(key, 0.0) + value
-                logger.scalar(f"train/{key}", value, step)
-            logger.scalar("train/learning_rate", lr, step)
-            bar.set_postfix(loss=f"{sums['loss'] / count:.4g}", refresh=False)
-            bar.update(1)
-            if count >= steps:
-                break  # checked after the step, so no batch is drawn and dropped
-        bar.close()
         if count == 0:
             raise TrainingError(f"{config.name}: no training batch in epoch {epoch + 1} "
                                 f"({config.data / config.train_list} gives fewer samples than a batch?)")

@@ -163,11 +163,10 @@ class SHNStage(Stage):
         total, per_stack = self.loss(logits, points)
         predicted = soft_argmax(logits[-1], num_points=kinematics.NUM_POINTS)
         distances = ops.norm(predicted - points, axis=-1)
-        out = {"loss": total, "heatmap_loss": total, "error_all_mm": ops.mean(distances) * 1000.0}
+        out = {"loss": total, "error_all_mm": ops.mean(distances) * 1000.0}
         if self.config.coord_loss_weight:
             coord = ops.mean(ops.abs(predicted - points))
-            out["coord_loss"] = coord
-            out["loss"] = total + self.config.coord_loss_weight * coord
+            out.update(heatmap_loss=total, coord_loss=coord, loss=total + self.config.coord_loss_weight * coord)
         for s in range(per_stack.shape[0]):
             out[f"loss_stack_{s + 1}"] = per_stack[s]
         return out
@@ -198,8 +197,12 @@ class SHNStage(Stage):
 
     def validate(self, epoch, step):
         config = self.config
+        metrics = {}
         if config.bn_recalibrate:
-            self.steps_impl.recalibrate_batch_norm(self.check_data, config.bn_recalibrate)
+            # The moving averages as training left them, then re-estimated ones (kept, and saved).
+            metrics["error_all_mm_moving_average"] = self._score(self.val_data, config.val_steps)[0].summary()["all"]
+            used = self.steps_impl.recalibrate_batch_norm(self.check_data, config.bn_recalibrate)
+            print(f"batch norm re-estimated on {used} training batches")
         meter, losses, first = self._score(self.val_data, config.val_steps, keep_first=True)
         if meter.count == 0:
             raise TrainingError(f"{config.data / config.val_list}: no validation batch "
@@ -211,9 +214,9 @@ class SHNStage(Stage):
                                         max_images=config.log_images)
             self.logger.images("val/skeleton_pred_red_true_green", overlay, step)
         errors = meter.summary()
-        metrics = {"loss": float(np.mean(losses)), "error_joints_mm": errors["joints"],
-                   "error_landmarks_mm": errors["landmarks"], "error_all_mm": errors["all"],
-                   "score": errors["all"]}
+        metrics.update({"loss": float(np.mean(losses)), "error_joints_mm": errors["joints"],
+                        "error_landmarks_mm": errors["landmarks"], "error_all_mm": errors["all"],
+                        "score": errors["all"]})
         with_batch_stats = backend() == "jax"  # stateless: batch statistics leave no trace
         if with_batch_stats:
             metrics["error_all_mm_batch_stats"] = self._score(self.val_data, config.val_steps, True)[0].summary()["all"]
@@ -226,7 +229,8 @@ class SHNStage(Stage):
         return metrics
 
     def summary_fields(self):
-        return ("loss", "error_joints_mm", "error_landmarks_mm", "error_all_mm", "error_all_mm_batch_stats",
+        return ("loss", "error_joints_mm", "error_landmarks_mm", "error_all_mm", "error_all_mm_moving_average",
+                "error_all_mm_batch_stats",
                 "train_frames_error_all_mm", "train_frames_error_all_mm_batch_stats")
 
 

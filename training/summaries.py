@@ -1,9 +1,9 @@
 """TensorBoard event files under ``TMP/logs/NAME/`` (scalars and images).
 
-Written with core TensorFlow (``tf.summary.write`` plus the TensorBoard plugin
-metadata), so training does not need the ``tensorboard`` package; install it
-only to *view* the logs (it is in requirements.txt): ``tensorboard --logdir tmp/logs``.
-The records are the same as ``tf.summary.scalar`` / ``tf.summary.image`` write.
+Written with the ``tensorboard`` package's own event writer and protocol
+buffers (no TensorFlow needed, so the JAX backend logs the same files); the
+records are the same as ``tf.summary.scalar`` / ``tf.summary.image`` write.
+View them with ``tensorboard --logdir tmp/logs``.
 
 Also draws the images logged during validation: the input crop with the
 predicted (red) and true (green) skeleton projected onto it.
@@ -19,12 +19,12 @@ _DATA_CLASS_BLOB_SEQUENCE = 3
 
 
 def _metadata(plugin, data_class):
-    from tensorflow.core.framework import summary_pb2
+    from tensorboard.compat.proto import summary_pb2
 
     meta = summary_pb2.SummaryMetadata()
     meta.plugin_data.plugin_name = plugin
     meta.data_class = data_class
-    return meta.SerializeToString()
+    return meta
 
 
 class SummaryLogger:
@@ -35,19 +35,28 @@ class SummaryLogger:
     """
 
     def __init__(self, log_dir):
-        import tensorflow as tf
+        from pathlib import Path
 
-        self._tf = tf
-        self.writer = tf.summary.create_file_writer(str(log_dir))
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        self.writer = EventFileWriter(str(log_dir))
         self._scalar_meta = _metadata(_PLUGIN_SCALARS, _DATA_CLASS_SCALAR)
         self._image_meta = _metadata(_PLUGIN_IMAGES, _DATA_CLASS_BLOB_SEQUENCE)
 
+    def _write(self, tag, array, step, metadata):
+        import time
+
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+        from tensorboard.util import tensor_util
+
+        value = summary_pb2.Summary.Value(tag=tag, metadata=metadata, tensor=tensor_util.make_tensor_proto(array))
+        self.writer.add_event(event_pb2.Event(wall_time=time.time(), step=int(step),
+                                              summary=summary_pb2.Summary(value=[value])))
+
     def scalar(self, tag, value, step):
         """One float under ``tag`` at ``step``."""
-        tf = self._tf
-        with self.writer.as_default():
-            tf.summary.write(tag, tf.constant(float(value), tf.float32), step=int(step),
-                             metadata=self._scalar_meta)
+        self._write(tag, np.float32(value), step, self._scalar_meta)
 
     def scalars(self, values, step, prefix=""):
         """Every ``name: value`` of a dict, as ``prefix + name``."""
@@ -58,15 +67,13 @@ class SummaryLogger:
         """uint8 images (N, H, W, 3) as one PNG sequence under ``tag``."""
         import cv2
 
-        tf = self._tf
         images = np.asarray(images)
         if images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"images must be (N, H, W, 3), got {images.shape}")
         pngs = [cv2.imencode(".png", im[..., ::-1])[1].tobytes() for im in images.astype(np.uint8)]
         height, width = images.shape[1:3]
-        tensor = tf.constant([str(width).encode(), str(height).encode()] + pngs)
-        with self.writer.as_default():
-            tf.summary.write(tag, tensor, step=int(step), metadata=self._image_meta)
+        blobs = np.array([str(width).encode(), str(height).encode()] + pngs, dtype=object)
+        self._write(tag, blobs, step, self._image_meta)
 
     def flush(self):
         self.writer.flush()
@@ -80,11 +87,10 @@ def _events(log_dir):
     import glob
     import os
 
-    import tensorflow as tf
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
     for path in sorted(glob.glob(os.path.join(str(log_dir), "events.out.tfevents.*"))):
-        for record in tf.data.TFRecordDataset(path):
-            yield tf.compat.v1.Event.FromString(record.numpy())
+        yield from EventFileLoader(path).Load()
 
 
 def read_scalars(log_dir):
@@ -92,14 +98,13 @@ def read_scalars(log_dir):
 
     Used by the tests and handy in notebooks.
     """
-    import tensorflow as tf
+    from tensorboard.util import tensor_util
 
     out = {}
     for event in _events(log_dir):
         for value in event.summary.value:
             if value.metadata.plugin_data.plugin_name == _PLUGIN_SCALARS:
-                out.setdefault(value.tag, []).append(
-                    (int(event.step), float(tf.make_ndarray(value.tensor))))
+                out.setdefault(value.tag, []).append((int(event.step), float(tensor_util.make_ndarray(value.tensor))))
     return out
 
 
