@@ -18,6 +18,12 @@ else
   echo "== Using the data in $DATA"
 fi
 
+if [ -f pretrained/checkpoints/shn/best/state.json ]; then
+  echo "== The PRETRAINED chain (pretrained/, trained on the H200 on generated frames) on $DATA/val.txt"
+  "$PY" test.py "$GPU" pretrained pretrained pretrained --data "$DATA" --list val.txt --out pretrained --overwrite
+  echo "   (figures above: the shipped pretrained weights; results in tmp/results/pretrained)"
+fi
+
 if [ -d tmp/checkpoints/smplr ]; then
   echo "== Checkpoints found in tmp/checkpoints; skipping training (delete them to retrain)"
 else
@@ -27,11 +33,12 @@ else
   "$PY" train_all.py "$GPU" --data "$DATA" --quick "${resume[@]}"
 fi
 
-echo "== Evaluating SHN + DAE + SMPLR on $DATA/val.txt"
+echo "== The QUICK chain just trained (shows that training works; not an accuracy figure) on $DATA/val.txt"
 "$PY" test.py "$GPU" shn dae smplr --data "$DATA" --list val.txt --overwrite
 
 echo
 echo "Finished in $(( $(date +%s) - start )) s."
-echo "Results:     tmp/results/smplr/ (summary.json, group_errors.png, overlay PNGs, per-batch .npz)"
+echo "Results:     tmp/results/pretrained/ (the shipped weights) and tmp/results/smplr/ (the quick chain):"
+echo "             summary.json, group_errors.png, overlay PNGs, per-batch .npz"
 echo "Checkpoints: tmp/checkpoints/{shn,dae,shape,pose,smplr}"
 echo "TensorBoard: $PY -m tensorboard.main --logdir tmp/logs   (then open http://localhost:6006)"
