@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# How the shipped weights (pretrained/) were trained: Keras 3 on JAX on one
+# NVIDIA H200 (16 CPU cores), a machine without TensorFlow or a package
+# registry; keras, namex, optree and rich travel as wheels in .whl/.
+#
+# From the repository root on the GPU machine:
+#   bash tools/h200_train.sh start OUT          install, make the demo's frames, start both
+#                                               trainings in the background (SHN on the stream,
+#                                               then the SMPLR stages beside it)
+#   bash tools/h200_train.sh watch OUT SECONDS  follow the runs for SECONDS, then copy the
+#                                               checkpoints (split into 15 MB parts), the logs
+#                                               and the TensorBoard events into OUT
+# Settings: the variables below (SHN_EPOCHS, SHN_STEPS, ...) or the environment.
+set -uo pipefail
+mode=${1:?start or watch}
+OUT=${2:?output folder}
+RUN=${RUN:-/tmp/smplr_run}
+SHN_EPOCHS=${SHN_EPOCHS:-30}
+SHN_STEPS=${SHN_STEPS:-500}
+SHN_WORKERS=${SHN_WORKERS:-13}
+export PYTHONPATH=/tmp/site:$PWD KERAS_BACKEND=jax PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
+mkdir -p "$OUT" "$RUN"
+
+if [ "$mode" = start ]; then
+  if [ ! -d /tmp/site/keras ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  fi
+  nvidia-smi -L
+  # The demo's frames (make demo: 8 sequences x 25 frames, seed 0): validation of every stage.
+  [ -f "$RUN/frames/val.txt" ] || python3 -m DataReader.synthesize --out "$RUN/frames" --sequences 8 --frames 25 \
+      --seed 0 --quiet || exit 1
+  width=$(python3 -c "print(12.5 * $SHN_EPOCHS / 200)")
+  # The SHN: fast recipe, endless synthetic stream, bfloat16; 75% of the GPU's memory.
+  XLA_PYTHON_CLIENT_MEM_FRACTION=0.75 setsid nohup python3 -m training shn 0 --recipe fast --stream \
+      --mixed-precision --data "$RUN/frames" --tmp "$RUN/tmp" --epochs "$SHN_EPOCHS" --steps "$SHN_STEPS" \
+      --lr-width "$width" --train-check-batches 4 --bn-recalibrate 5 --workers "$SHN_WORKERS" \
+      --log-every 100 ${SHN_EXTRA:-} > "$RUN/shn.log" 2>&1 < /dev/null &
+  # The SMPLR stages on the demo's training points + bodies drawn from the body model.
+  XLA_PYTHON_CLIENT_MEM_FRACTION=0.15 setsid nohup bash -c "
+    set -e
+    common='--data $RUN/frames --tmp $RUN/tmp --synthetic 200000 --synthetic-bodies model --lr 0.003 --steps 400'
+    python3 -m training dae 0 \$common --dae-dropout 0 --epochs 20 --lr-width 1.25
+    python3 -m training shape 0 \$common --epochs 20 --lr-width 1.25
+    python3 -m training pose 0 \$common --epochs 20 --lr-width 1.25
+    python3 -m training shapepose 0 --data $RUN/frames --tmp $RUN/tmp --synthetic 50000 --synthetic-bodies model \
+        --finetune shape pose --name smplr --steps 400 --epochs 6 --lr-width 0.25
+  " > "$RUN/smplr.log" 2>&1 < /dev/null &
+  sleep 5
+  echo "started: $RUN/shn.log, $RUN/smplr.log"
+  exit 0
+fi
+
+# watch: show progress until SECONDS have passed, then copy what exists.
+seconds=${3:-300}
+end=$(( $(date +%s) + seconds ))
+while [ "$(date +%s)" -lt "$end" ]; do
+  sleep 30
+  echo "== $(date +%T)"
+  tr '\r' '\n' < "$RUN/shn.log" | grep -E "epoch|error|Error|SHN:|stream" | tail -3
+  tr '\r' '\n' < "$RUN/smplr.log" | grep -E "epoch|error|Error|finished" | tail -2
+  nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
+done
+mkdir -p "$RUN/logs_out"
+tr '\r' '\n' < "$RUN/shn.log" | grep -v "^\s*$" | grep -v "step/s\]$" > "$RUN/logs_out/shn.log"
+tr '\r' '\n' < "$RUN/smplr.log" | grep -v "^\s*$" | grep -v "step/s\]$" > "$RUN/logs_out/smplr.log"
+grep "epoch" "$RUN/logs_out/shn.log" | tail -4
+# The SHN's best slot as float16 weights (33 MB, split into 15 MB parts), read on the CPU
+# so as not to touch the training process's GPU memory.
+rm -rf "$RUN/export"
+JAX_PLATFORMS=cpu python3 - "$RUN" <<'PY'
+import sys
+import numpy as np
+from models import SHN
+from training.checkpoints import CheckpointStore
+run = sys.argv[1]
+store = CheckpointStore(f"{run}/tmp", "shn")
+if store.has("best"):
+    state = store.read_state("best")
+    shn = SHN(num_stacks=state["config"]["num_stacks"], num_features=state["config"]["num_features"])
+    shn(np.zeros((1, 256, 256, 3), np.float32))
+    store.restore("best", {"shn": shn})
+    CheckpointStore(f"{run}/export", "shn").save("best", {"shn": shn}, state, weights_dtype="float16")
+    print("exported the SHN of epoch", state.get("best_epoch"))
+PY
+[ -d "$RUN/export/checkpoints/shn/best" ] && tar cf - -C "$RUN/export/checkpoints" shn/best | split -b 15M - "$OUT/shn_best.tar.part_"
+names=$(cd "$RUN/tmp/checkpoints" 2>/dev/null && ls -d dae/best shape/best pose/best smplr/best 2>/dev/null)
+[ -n "$names" ] && tar czf "$OUT/smplr_stages.tgz" -C "$RUN/tmp/checkpoints" $names
+cp -r "$RUN/tmp/logs" "$RUN/logs_out/tensorboard" 2>/dev/null
+tar czf "$OUT/logs.tgz" -C "$RUN/logs_out" .
+ls -la "$OUT"
