@@ -290,38 +290,57 @@ def test_legacy_tensorflow_slot_under_jax_is_one_clear_line(tmp_path):
 
 
 # ------------------------------------------------------------------ across backends
-def _continue_under_jax(tmp_path, save):
-    """In a JAX process without TensorFlow: train 2 steps and save (``save``), or restore;
-    then write the outputs, the weights and the weights after step 2 to ``jax.npz``."""
-    code = f"""
+@pytest.fixture(scope="module")
+def jax_round_trips(tmp_path_factory):
+    """One JAX process without TensorFlow (its start-up and first compiles take most of
+    the time) does both directions:
+
+    - restores the checkpoint "from_tf" that TensorFlow saved after 2 steps;
+    - trains its own DAE 2 steps and saves it as "from_jax".
+
+    For each it writes the outputs, the iteration counter, the weights and the weights
+    after one more step (step 2) to ``restored.npz`` / ``saved.npz``.
+    """
+    tmp = tmp_path_factory.mktemp("backends")
+    model = small_dae(0)
+    optimizer = adam(model)
+    train(model, optimizer, 2)
+    CheckpointStore(tmp, "from_tf").save("latest", {"dae": model, "optimizer": optimizer},
+                                         {"kind": "dae", "epochs_done": 1})
+    run_backend("jax", f"""
         import sys
         sys.path.insert(0, "tests")
         import numpy as np
         from test_checkpoints import adam, adam_step, points, small_dae, train, weights
         from training.checkpoints import CheckpointStore
 
-        store = CheckpointStore({str(tmp_path)!r}, "run")
-        if {save!r}:
-            model = small_dae(0)
-            optimizer = adam(model)
-            train(model, optimizer, 2)
-            store.save("latest", {{"dae": model, "optimizer": optimizer}}, {{"kind": "dae", "epochs_done": 1}})
-        else:
-            model, optimizer = small_dae(7), adam()
-            store.restore("latest", {{"dae": model, "optimizer": optimizer}})
-        out = {{"outputs": np.asarray(model(points(99), training=False)),
-               "iterations": int(np.asarray(optimizer.iterations))}}
-        out.update({{f"w{{i}}": w for i, w in enumerate(weights(model))}})
-        adam_step(model, optimizer, 2)
-        out.update({{f"next{{i}}": w for i, w in enumerate(weights(model))}})
-        np.savez({str(tmp_path / "jax.npz")!r}, **out)
-    """
-    run_backend("jax", code)
-    with np.load(tmp_path / "jax.npz") as f:
-        return dict(f)
+        def record(model, optimizer, path):
+            out = {{"outputs": np.asarray(model(points(99), training=False)),
+                   "iterations": int(np.asarray(optimizer.iterations))}}
+            out.update({{f"w{{i}}": w for i, w in enumerate(weights(model))}})
+            adam_step(model, optimizer, 2)
+            out.update({{f"next{{i}}": w for i, w in enumerate(weights(model))}})
+            np.savez(path, **out)
+
+        restored, restored_optimizer = small_dae(7), adam()
+        objects = {{"dae": restored, "optimizer": restored_optimizer}}
+        CheckpointStore({str(tmp)!r}, "from_tf").restore("latest", objects)
+        record(restored, restored_optimizer, {str(tmp / "restored.npz")!r})
+
+        model = small_dae(0)
+        optimizer = adam(model)
+        train(model, optimizer, 2)
+        CheckpointStore({str(tmp)!r}, "from_jax").save("latest", {{"dae": model, "optimizer": optimizer}},
+                                                       {{"kind": "dae", "epochs_done": 1}})
+        record(model, optimizer, {str(tmp / "saved.npz")!r})
+    """)
+    with np.load(tmp / "restored.npz") as restored, np.load(tmp / "saved.npz") as saved:
+        return {"dir": tmp, "tf_model": model, "tf_optimizer": optimizer,
+                "restored": dict(restored), "saved": dict(saved)}
 
 
 def _compare(jax_side, model, optimizer):
+    """``model`` and ``optimizer`` (TensorFlow) hold the state that ``jax_side`` recorded."""
     count = len(model.weights)
     assert_all_equal(weights(model), [jax_side[f"w{i}"] for i in range(count)])
     np.testing.assert_allclose(np.asarray(model(points(99), training=False)), jax_side["outputs"],
@@ -333,19 +352,14 @@ def _compare(jax_side, model, optimizer):
 
 
 @requires_jax
-def test_checkpoint_saved_under_jax_resumes_on_tensorflow(tmp_path):
-    jax_side = _continue_under_jax(tmp_path, save=True)
+def test_checkpoint_saved_under_jax_resumes_on_tensorflow(jax_round_trips):
     model, optimizer = small_dae(5), adam()
-    assert CheckpointStore(tmp_path, "run").restore("latest", {"dae": model, "optimizer": optimizer})[
-        "epochs_done"] == 1
-    _compare(jax_side, model, optimizer)
+    store = CheckpointStore(jax_round_trips["dir"], "from_jax")
+    state = store.restore("latest", {"dae": model, "optimizer": optimizer})
+    assert state["epochs_done"] == 1 and state["format"] == "keras-weights-h5"
+    _compare(jax_round_trips["saved"], model, optimizer)
 
 
 @requires_jax
-def test_checkpoint_saved_on_tensorflow_resumes_under_jax(tmp_path):
-    model = small_dae(0)
-    optimizer = adam(model)
-    train(model, optimizer, 2)
-    CheckpointStore(tmp_path, "run").save("latest", {"dae": model, "optimizer": optimizer},
-                                          {"kind": "dae", "epochs_done": 1})
-    _compare(_continue_under_jax(tmp_path, save=False), model, optimizer)
+def test_checkpoint_saved_on_tensorflow_resumes_under_jax(jax_round_trips):
+    _compare(jax_round_trips["restored"], jax_round_trips["tf_model"], jax_round_trips["tf_optimizer"])

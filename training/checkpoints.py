@@ -170,8 +170,9 @@ def _load_model(model, path, require_all):
     try:
         keras.saving.load_weights(model, path, skip_mismatch=not require_all)  # warns what it skips
     except Exception as exc:  # h5py, Keras: truncated file, wrong architecture
+        reason = _one_line(exc).split(" List of objects that could not be loaded")[0]
         raise TrainingError(f"checkpoint file {path} does not load into {type(model).__name__} "
-                            f"({_one_line(exc)})") from None
+                            f"({reason})") from None
 
 
 def _load_optimizer(optimizer, path, models, require_all):
