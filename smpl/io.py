@@ -126,15 +126,54 @@ class _ChumpyStandIn:
         raise SMPLModelError("a chumpy object in the pickle holds no array ('x')")
 
 
+def _latin1_encode(text, encoding="latin1"):
+    """``_codecs.encode`` as Python 3 pickles of bytes (protocol 2) call it, latin-1 only."""
+    if encoding.replace("-", "").replace("_", "").lower() != "latin1":
+        raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r}")
+    return text.encode("latin1")
+
+
+class RefusedPickleClass(pickle.UnpicklingError):
+    """A pickle asked for a class or function that no SMPL model file holds."""
+
+
+#: (module, name) pairs an SMPL pickle may name, besides the chumpy and
+#: scipy.sparse classes handled in `_SMPLUnpickler.find_class`. Python 2 names
+#: (copy_reg, __builtin__) are mapped by `pickle` itself.
+_ALLOWED_GLOBALS = {
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("copy_reg", "_reconstructor"), ("copyreg", "_reconstructor"),
+    ("__builtin__", "object"), ("builtins", "object"),
+    ("__builtin__", "set"), ("builtins", "set"),
+    ("__builtin__", "frozenset"), ("builtins", "frozenset"),
+}
+
+
 class _SMPLUnpickler(pickle.Unpickler):
-    """Unpickles the official Python-2 SMPL files without chumpy installed."""
+    """Unpickles the official Python-2 SMPL files without chumpy installed.
+
+    Model files are data, not code: only the classes an SMPL pickle holds are
+    created -- NumPy arrays, dtypes and scalars, scipy.sparse matrices, and
+    chumpy objects (as `_ChumpyStandIn`, read back as arrays). Any other
+    class or function (``os.system``, ``builtins.eval`` ...) raises
+    `RefusedPickleClass` before anything of it runs.
+    """
 
     def find_class(self, module, name):
         if module.split(".")[0] == "chumpy":
             return _ChumpyStandIn
-        if module.startswith("scipy.sparse") and name.endswith("_matrix"):
-            return getattr(scipy.sparse, name)  # old module paths such as scipy.sparse.csc
-        return super().find_class(module, name)
+        if module == "scipy.sparse" or module.startswith("scipy.sparse."):
+            cls = getattr(scipy.sparse, name, None)  # old module paths such as scipy.sparse.csc
+            if isinstance(cls, type) and name.endswith(("_matrix", "_array")) and hasattr(cls, "tocsr"):
+                return cls
+        if module == "_codecs" and name == "encode":
+            return _latin1_encode
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        raise RefusedPickleClass(f"{module}.{name}")
 
 
 def _as_array(value):
@@ -158,6 +197,9 @@ def _read_pickle(path):
     with open(path, "rb") as f:
         try:
             data = _SMPLUnpickler(f, encoding="latin1").load()
+        except RefusedPickleClass as err:
+            raise SMPLModelError(f"{path}: refused: the pickle asks for {err}, which no SMPL model file "
+                                 "holds (model files are read as data, never run as code)") from None
         except Exception as err:  # any unpickling failure means: not a model file
             raise SMPLModelError(f"{path}: not a readable SMPL pickle ({type(err).__name__}: {err})") from None
     if not isinstance(data, dict):
@@ -242,6 +284,12 @@ def find_models(model_dir=None):
     for source, directory in (("--smpl-dir", model_dir), ("SMPLR_SMPL_DIR", os.environ.get("SMPLR_SMPL_DIR"))):
         if not directory:
             continue
+        if not Path(directory).expanduser().is_dir():
+            what = "is not a folder" if Path(directory).expanduser().exists() else "folder not found"
+            undo = "drop --smpl-dir" if source == "--smpl-dir" else "unset SMPLR_SMPL_DIR"
+            raise FileNotFoundError(f"{source} {directory}: {what} (it should hold the official SMPL "
+                                    f"model files; {undo} to use the default models)")
+        directory = Path(directory).expanduser()
         female, male = _find_in(directory)
         if female is None or male is None:
             wanted = " / ".join(OFFICIAL_FILE_NAMES["female"] if female is None else OFFICIAL_FILE_NAMES["male"])
