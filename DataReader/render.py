@@ -70,20 +70,28 @@ class Triangles:
     """The triangles of a mesh set up for rasterising at pixel centres.
 
     Each kept triangle (in front of the near plane, finite, not degenerate,
-    covering at least one pixel centre's bounding box) is stored as three
-    planes over the screen: its screen-space barycentrics b_i(x, y) =
-    a_i x + b_i y + c_i (normalised so they sum to 1, whatever the winding)
-    and, from them, the inverse depth 1/z(x, y) = sum_i b_i / z_i, which is
-    linear on the screen (the basis of perspective-correct interpolation).
+    covering at least one pixel centre's bounding box, and facing the camera
+    when `outward` is given) is stored as three planes over the screen: its
+    screen-space barycentrics b_i(x, y) = a_i x + b_i y + c_i (normalised so
+    they sum to 1, whatever the winding) and, from them, the inverse depth
+    1/z(x, y) = sum_i b_i / z_i, which is linear on the screen (the basis of
+    perspective-correct interpolation).
 
     `fragments` tests the candidate pixels of every triangle's bounding box:
     triangles are grouped by the box's width and height rounded up to a power
     of two, so each group is one dense (triangles x candidates) array
     evaluated by broadcasting, without a per-candidate gather.
-    Attributes: face_ids (n,) the kept faces' indices into `faces`.
+
+    outward: None (keep both sides), or the sign (scalar or (F,)) that makes
+    each face's winding normal point out of its closed mesh; then faces seen
+    from behind are dropped (back-face culling: on a closed mesh they are
+    always hidden). Screen coordinates that are a mirror image of the
+    camera's (an affine with negative determinant) need the sign negated.
+    Attributes: face_ids (n,) the kept faces' indices into `faces`; arrays of
+    per-triangle values are laid out (3, n), one row per corner.
     """
 
-    def __init__(self, points_px, depth, faces, height, width):
+    def __init__(self, points_px, depth, faces, height, width, outward=None):
         points_px = np.asarray(points_px, np.float64)
         depth = np.asarray(depth, np.float64)
         faces = np.asarray(faces, np.int64)
@@ -93,31 +101,36 @@ class Triangles:
         if faces.ndim != 2 or faces.shape[1] != 3:
             raise ValueError(f"rasterize: faces must be (F, 3), got {faces.shape}")
         self.height, self.width = int(height), int(width)
-        self.points_px, self.depth = points_px, depth
-        x, y, z = points_px[faces, 0], points_px[faces, 1], depth[faces]  # (F, 3) each
-        # Edge function of vertex i: signed area of (p, j, k) with j, k the other two vertices.
-        xj, yj, xk, yk = x[:, [1, 2, 0]], y[:, [1, 2, 0]], x[:, [2, 0, 1]], y[:, [2, 0, 1]]
-        a, b = yj - yk, xk - xj
-        c = xj * yk - xk * yj
-        area = c.sum(axis=1)  # twice the signed area (a and b sum to zero over i)
+        self.points_px, self.depth, self.faces = points_px, depth, faces
+        corners = faces.T  # (3, F)
+        x, y = points_px[:, 0][corners], points_px[:, 1][corners]
+        area = (x[1] - x[0]) * (y[2] - y[0]) - (x[2] - x[0]) * (y[1] - y[0])  # twice the signed area
+        self.x_min, self.x_max = np.minimum(np.minimum(x[0], x[1]), x[2]), np.maximum(np.maximum(x[0], x[1]), x[2])
+        self.y_min, self.y_max = np.minimum(np.minimum(y[0], y[1]), y[2]), np.maximum(np.maximum(y[0], y[1]), y[2])
         with np.errstate(invalid="ignore"):
-            col_lo = np.maximum(np.ceil(x.min(1) - 0.5), 0)
-            col_hi = np.minimum(np.floor(x.max(1) - 0.5), width - 1)
-            row_lo = np.maximum(np.ceil(y.min(1) - 0.5), 0)
-            row_hi = np.minimum(np.floor(y.max(1) - 0.5), height - 1)
-            keep = (np.all(z > NEAR_PLANE_M, axis=1) & np.isfinite(area) & (np.abs(area) > 1e-12)
-                    & (col_hi >= col_lo) & (row_hi >= row_lo))
-        keep = np.nonzero(keep)[0]
+            col_lo = np.maximum(np.ceil(self.x_min - 0.5), 0)
+            col_hi = np.minimum(np.floor(self.x_max - 0.5), width - 1)
+            row_lo = np.maximum(np.ceil(self.y_min - 0.5), 0)
+            row_hi = np.minimum(np.floor(self.y_max - 0.5), height - 1)
+            in_front = (depth > NEAR_PLANE_M)[corners]
+            self.usable = in_front[0] & in_front[1] & in_front[2] & np.isfinite(area) & (np.abs(area) > 1e-12)
+            if outward is not None:
+                # Positive screen area: the right-hand normal points away from the camera.
+                self.usable &= np.asarray(outward) * area < 0.0
+            keep = self.usable & (col_hi >= col_lo) & (row_hi >= row_lo)
+        keep = np.flatnonzero(keep)
         self.face_ids = keep
-        area = area[keep, None]
-        self.a, self.b, self.c = a[keep] / area, b[keep] / area, c[keep] / area  # (n, 3) barycentric planes
+        # Barycentric planes of the kept triangles: corner i's edge function
+        # (signed area of the point and the other two corners j, k) over the area.
+        x, y, area = x[:, keep], y[:, keep], area[keep]
+        xj, yj, xk, yk = x[[1, 2, 0]], y[[1, 2, 0]], x[[2, 0, 1]], y[[2, 0, 1]]
+        self.a, self.b, self.c = (yj - yk) / area, (xk - xj) / area, (xj * yk - xk * yj) / area
         self.col_lo, self.row_lo = col_lo[keep].astype(np.int64), row_lo[keep].astype(np.int64)
         self.box_w = col_hi[keep].astype(np.int64) - self.col_lo + 1
         self.box_h = row_hi[keep].astype(np.int64) - self.row_lo + 1
-        inv_z = 1.0 / z[keep]
-        self.inv_z = inv_z
-        self.iz_a, self.iz_b, self.iz_c = ((self.a * inv_z).sum(1), (self.b * inv_z).sum(1),
-                                           (self.c * inv_z).sum(1))
+        self.inv_z = 1.0 / depth[corners[:, keep]]
+        self.iz_a, self.iz_b, self.iz_c = ((self.a * self.inv_z).sum(0), (self.b * self.inv_z).sum(0),
+                                           (self.c * self.inv_z).sum(0))
 
     def __len__(self):
         return len(self.face_ids)
@@ -135,9 +148,8 @@ class Triangles:
         pieces = []
         for members in np.split(order, bounds):
             kw, kh = 1 << int(log_w[members[0]]), 1 << int(log_h[members[0]])
+            dj, di = _box_offsets(kw, kh)
             per_chunk = max(1, _CHUNK_PIXELS // (kw * kh))
-            dj, di = np.meshgrid(np.arange(kw, dtype=np.float64), np.arange(kh, dtype=np.float64))
-            dj, di = dj.ravel(), di.ravel()
             for start in range(0, members.size, per_chunk):
                 pieces.append(self._test_box(members[start:start + per_chunk], dj, di))
         return tuple(np.concatenate([p[i] for p in pieces]) for i in range(3))
@@ -145,9 +157,9 @@ class Triangles:
     def _test_box(self, m, dj, di):
         """Inside test of the candidate pixels (offsets dj, di from the box corner) of triangles m."""
         px0, py0 = self.col_lo[m] + 0.5, self.row_lo[m] + 0.5
-        a, b = self.a[m], self.b[m]
-        w0 = (a[:, 0] * px0 + b[:, 0] * py0 + self.c[m, 0])[:, None] + a[:, :1] * dj + b[:, :1] * di
-        w1 = (a[:, 1] * px0 + b[:, 1] * py0 + self.c[m, 1])[:, None] + a[:, 1:2] * dj + b[:, 1:2] * di
+        a0, a1, b0, b1 = self.a[0, m], self.a[1, m], self.b[0, m], self.b[1, m]
+        w0 = (a0 * px0 + b0 * py0 + self.c[0, m])[:, None] + a0[:, None] * dj + b0[:, None] * di
+        w1 = (a1 * px0 + b1 * py0 + self.c[1, m])[:, None] + a1[:, None] * dj + b1[:, None] * di
         inside = (w0 >= 0.0) & (w1 >= 0.0) & (w0 + w1 <= 1.0)
         if dj.size > 1:
             inside &= (dj < self.box_w[m, None]) & (di < self.box_h[m, None])
@@ -177,12 +189,33 @@ class Triangles:
     def barycentric(self, pix, tri, scale=1):
         """Perspective-correct barycentrics (N, 3) float32 of triangles `tri` at
         pixel centres `pix` (flat indices on a grid `scale` times finer)."""
+        return self._weights(pix, tri, scale).T.astype(np.float32)
+
+    def _weights(self, pix, tri, scale=1):
         width = self.width * scale
         px = (pix % width + 0.5) / scale
         py = (pix // width + 0.5) / scale
-        screen = self.a[tri] * px[:, None] + self.b[tri] * py[:, None] + self.c[tri]
-        weighted = screen * self.inv_z[tri]
-        return (weighted / weighted.sum(axis=1, keepdims=True)).astype(np.float32)
+        weighted = (self.a[:, tri] * px + self.b[:, tri] * py + self.c[:, tri]) * self.inv_z[:, tri]  # (3, N)
+        return weighted / (weighted[0] + weighted[1] + weighted[2])
+
+    def interpolate(self, pix, tri, vertex_values):
+        """Vertex values (V, C) interpolated perspective-correctly at pixel
+        centres `pix` of triangles `tri`: (N, C) float64."""
+        weights = self._weights(pix, tri)[..., None]  # (3, N, 1)
+        corners = self.faces[self.face_ids[tri]].T  # (3, N)
+        return (weights[0] * vertex_values[corners[0]] + weights[1] * vertex_values[corners[1]]
+                + weights[2] * vertex_values[corners[2]])
+
+
+_OFFSETS = {}
+
+
+def _box_offsets(kw, kh):
+    """Column and row offsets (kw * kh,) float64 of a kw x kh box, cached."""
+    if (kw, kh) not in _OFFSETS:
+        dj, di = np.meshgrid(np.arange(kw, dtype=np.float64), np.arange(kh, dtype=np.float64))
+        _OFFSETS[(kw, kh)] = (dj.ravel(), di.ravel())
+    return _OFFSETS[(kw, kh)]
 
 
 def vertex_normals(vertices, faces):
@@ -192,15 +225,15 @@ def vertex_normals(vertices, faces):
     winding (right-hand rule); vertices on no face get a zero normal.
     """
     vertices = np.asarray(vertices, np.float64)
-    faces = np.asarray(faces, np.int64)
-    tri = vertices[faces]
-    face_normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # |n| = 2 * area
-    normals = np.zeros_like(vertices)
-    for corner in range(3):
-        for axis in range(3):
-            normals[:, axis] += np.bincount(faces[:, corner], weights=face_normal[:, axis],
-                                            minlength=len(vertices))
-    length = np.linalg.norm(normals, axis=1, keepdims=True)
+    corners = np.asarray(faces, np.int64).T  # (3, F)
+    x, y, z = (vertices[:, axis][corners] for axis in range(3))  # (3, F) each
+    ux, uy, uz = x[1] - x[0], y[1] - y[0], z[1] - z[0]
+    vx, vy, vz = x[2] - x[0], y[2] - y[0], z[2] - z[0]
+    face_normal = (uy * vz - uz * vy, uz * vx - ux * vz, ux * vy - uy * vx)  # |n| = 2 * area
+    index = corners.ravel()
+    normals = np.stack([np.bincount(index, weights=np.tile(n, 3), minlength=len(vertices))
+                        for n in face_normal], axis=1)
+    length = np.sqrt(np.einsum("vi,vi->v", normals, normals))[:, None]
     return np.divide(normals, length, out=np.zeros_like(normals), where=length > 0)
 
 
@@ -249,19 +282,6 @@ def shade(normals, albedo, lights, ambient):
     irradiance = ambient + np.clip(np.asarray(normals, np.float64) @ lights.T, 0.0, None).sum(axis=1)
     linear = np.asarray(albedo, np.float64) ** GAMMA * irradiance[:, None]
     return np.clip(linear, 0.0, 1.0) ** (1.0 / GAMMA)
-
-
-def front_facing(vertices_cam, faces, outward=1.0):
-    """(F,) bool: faces whose outward side faces a camera at the origin.
-
-    vertices_cam: (V, 3) camera coordinates; faces (F, 3); outward: the
-    mesh's `outward_sign`. For a closed mesh the other faces are always
-    hidden, so rasterising only these (back-face culling) changes nothing
-    in the image and halves the work.
-    """
-    tri = np.asarray(vertices_cam, np.float64)[np.asarray(faces, np.int64)]
-    normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    return outward * np.einsum("fi,fi->f", normal, tri.sum(axis=1)) < 0.0
 
 
 # ----------------------------------------------------------------------------
@@ -319,8 +339,9 @@ def material_albedo(material, points):
         albedo = colours[(np.hypot(offset[:, 0], offset[:, 1]) < 0.3).astype(np.int64) % len(colours)]
     else:
         raise ValueError(f"unknown pattern {kind!r} (expected one of {PATTERNS})")
-    if material.grain:
-        fine = value_noise(points / 0.004, material.seed + 7) - 0.5
+    if material.grain:  # independent per 4 mm cell: finer than the mesh, so per vertex
+        cell = np.floor(points / 0.004).astype(np.int64)
+        fine = _lattice_hash(cell[:, 0], cell[:, 1], cell[:, 2], material.seed + 7) - 0.5
         albedo = albedo * (1.0 + material.grain * 2.0 * fine)[:, None]
     return np.clip(albedo, 0.0, 1.0)
 
@@ -373,7 +394,7 @@ def voronoi_cells(points, seed=0):
 
 
 def render_mesh(vertices_cam, faces, vertex_rgb, focal_px, principal_point, height, width,
-                background_rgb=None, antialias=4):
+                background_rgb=None, antialias=4, outward=None):
     """RGBA image (H, W, 4) uint8 of a mesh with per-vertex colours; alpha = coverage.
 
     vertices_cam: (V, 3) OpenCV camera coordinates, metres.
@@ -385,36 +406,49 @@ def render_mesh(vertices_cam, faces, vertex_rgb, focal_px, principal_point, heig
     antialias samples each (1 = off): alpha is the covered fraction and the
     colour the mean of the covered samples (straight, not premultiplied,
     alpha, as Blender writes PNGs). Inside the silhouette alpha is 255.
+    outward: None draws both sides of every face; the mesh's `outward_sign`
+    (scalar or per face) draws only faces seen from outside (back-face
+    culling, exact for closed meshes and about twice as fast).
     Channels are in RGB order.
     """
     vertices_cam = np.asarray(vertices_cam, np.float64)
     z = vertices_cam[:, 2]
     with np.errstate(divide="ignore", invalid="ignore"):
         points_px = focal_px * vertices_cam[:, :2] / z[:, None] + np.asarray(principal_point)
-    return render_projected(points_px, z, faces, vertex_rgb, height, width, background_rgb, antialias)
+    return render_projected(points_px, z, faces, vertex_rgb, height, width, background_rgb, antialias, outward)
 
 
-def render_projected(points_px, depth, faces, vertex_rgb, height, width, background_rgb=None, antialias=4):
+def render_projected(points_px, depth, faces, vertex_rgb, height, width, background_rgb=None, antialias=4,
+                     outward=None, supersample=1):
     """`render_mesh` of vertices already projected: points_px (V, 2) pixel
     coordinates (pixel centres at j + 0.5), depth (V,) camera z in metres.
 
     Any 2D affine map of the projection may be folded into points_px (a crop,
     a rotation, a mirror): barycentrics on the screen and 1/z stay linear, so
     the image is the same as warping a full render, up to anti-aliasing.
+    outward: see `Triangles` (back-face culling; None draws both sides).
+    antialias: 0 filters the edge instead of supersampling it (`_soften_edges`,
+    the fastest; about a pixel of soft edge on each side).
+    supersample: s > 1 renders s x s samples in every pixel and averages
+    them (alpha is the covered fraction everywhere, colour edges inside the
+    person are smoothed too; `antialias` is then not used).
     Returns RGBA (height, width, 4) uint8, RGB order.
     """
     vertex_rgb = np.asarray(vertex_rgb, np.float64)
     faces = np.asarray(faces, np.int64)
-    triangles = Triangles(points_px, depth, faces, height, width)
-    pix, tri, _ = triangles.nearest(*triangles.fragments())
-    num_pixels = height * width
-    rgb = np.zeros((num_pixels, 3))
-    rgb[pix] = np.einsum("nk,nkc->nc", triangles.barycentric(pix, tri),
-                         vertex_rgb[faces[triangles.face_ids[tri]]])
-    alpha = np.zeros(num_pixels)
-    alpha[pix] = 1.0
-    if antialias > 1 and pix.size:
-        _antialias_silhouette(triangles, faces, vertex_rgb, antialias, rgb, alpha)
+    if supersample > 1:
+        s = int(supersample)
+        rgb, alpha = _draw(np.asarray(points_px, np.float64) * s, depth, faces, vertex_rgb, height * s, width * s,
+                           1, outward)
+        weighted = (rgb * alpha[:, None]).astype(np.float32).reshape(height * s, width * s, 3)
+        weighted = cv2.resize(weighted, (width, height), interpolation=cv2.INTER_AREA).reshape(-1, 3)
+        alpha = cv2.resize(alpha.astype(np.float32).reshape(height * s, width * s), (width, height),
+                           interpolation=cv2.INTER_AREA).reshape(-1).astype(np.float64)
+        rgb = np.divide(weighted, alpha[:, None], out=np.zeros((height * width, 3)), where=alpha[:, None] > 0)
+    else:
+        rgb, alpha = _draw(points_px, depth, faces, vertex_rgb, height, width, max(antialias, 1), outward)
+        if antialias == 0:
+            rgb, alpha = _soften_edges(rgb, alpha, height, width)
     rgba = np.zeros((height, width, 4), np.uint8)
     if background_rgb is not None:
         rgba[..., :3] = background_rgb
@@ -426,7 +460,39 @@ def render_projected(points_px, depth, faces, vertex_rgb, height, width, backgro
     return rgba
 
 
-def _antialias_silhouette(triangles, faces, vertex_rgb, factor, rgb, alpha):
+def _soften_edges(rgb, alpha, height, width):
+    """Cheap anti-aliasing: coverage (H*W,) and colour (H*W, 3) filtered by
+    the 3x3 binomial kernel [1, 2, 1] x [1, 2, 1] / 16 where the coverage
+    changes (pixels fully inside keep their colour; a pixel at the edge gets
+    the mean colour of the covered pixels around it). About one pixel each
+    side of the silhouette becomes partly transparent, as in a frame
+    rendered with anti-aliasing and then resampled (the SPEC crop)."""
+    coverage = alpha.reshape(height, width).astype(np.float32)
+    weighted = (rgb * alpha[:, None]).reshape(height, width, 3).astype(np.float32)
+    soft = cv2.GaussianBlur(coverage, (3, 3), 0).reshape(-1).astype(np.float64)  # ksize 3: the binomial kernel
+    edge = np.flatnonzero((soft > 0.0) & ((soft < 1.0) | (alpha < 1.0)))
+    colour = cv2.GaussianBlur(weighted, (3, 3), 0).reshape(-1, 3)[edge] / soft[edge, None]
+    rgb, alpha = rgb.copy(), soft
+    rgb[edge] = colour
+    return rgb, alpha
+
+
+def _draw(points_px, depth, faces, vertex_rgb, height, width, antialias, outward):
+    """Flat colour (H*W, 3) and coverage (H*W,) float64 of a mesh, the
+    silhouette supersampled `antialias` x `antialias` times."""
+    triangles = Triangles(points_px, depth, faces, height, width, outward)
+    pix, tri, _ = triangles.nearest(*triangles.fragments())
+    num_pixels = height * width
+    rgb = np.zeros((num_pixels, 3))
+    rgb[pix] = triangles.interpolate(pix, tri, vertex_rgb)
+    alpha = np.zeros(num_pixels)
+    alpha[pix] = 1.0
+    if antialias > 1 and pix.size:
+        _antialias_silhouette(triangles, vertex_rgb, antialias, rgb, alpha)
+    return rgb, alpha
+
+
+def _antialias_silhouette(triangles, vertex_rgb, factor, rgb, alpha):
     """Supersamples the pixels along the silhouette (in place on the flat
     rgb (H*W, 3) and alpha (H*W,) of `triangles`' image).
 
@@ -439,19 +505,16 @@ def _antialias_silhouette(triangles, faces, vertex_rgb, factor, rgb, alpha):
     kernel = np.ones((3, 3), np.uint8)
     edge = (cv2.dilate(covered, kernel) > 0) & ~(cv2.erode(covered, kernel) > 0)
     # Triangles whose (pixel) bounding box holds an edge pixel: summed-area table.
-    # All faces are considered: one covering no pixel centre still covers samples.
-    table = np.zeros((height + 1, width + 1), np.int32)
-    table[1:, 1:] = cv2.integral(edge.astype(np.uint8))[1:, 1:]
-    tri = triangles.points_px[faces]
+    # Every usable face counts: one covering no pixel centre still covers samples.
+    table = cv2.integral(edge.astype(np.uint8))  # (H + 1, W + 1), zero first row and column
+    usable = triangles.usable
     with np.errstate(invalid="ignore"):
-        valid = np.all(np.isfinite(tri), axis=(1, 2)) & np.all(triangles.depth[faces] > NEAR_PLANE_M, axis=1)
-    tri = np.where(valid[:, None, None], tri, 0.0)
-    c0 = np.clip(np.floor(tri[..., 0].min(1)), 0, width - 1).astype(np.int64)
-    c1 = np.clip(np.floor(tri[..., 0].max(1)), 0, width - 1).astype(np.int64) + 1
-    r0 = np.clip(np.floor(tri[..., 1].min(1)), 0, height - 1).astype(np.int64)
-    r1 = np.clip(np.floor(tri[..., 1].max(1)), 0, height - 1).astype(np.int64) + 1
-    touches = valid & ((table[r1, c1] - table[r0, c1] - table[r1, c0] + table[r0, c0]) > 0)
-    selected = faces[touches]
+        c0 = np.clip(np.floor(np.where(usable, triangles.x_min, 0)), 0, width - 1).astype(np.int64)
+        c1 = np.clip(np.floor(np.where(usable, triangles.x_max, 0)), 0, width - 1).astype(np.int64) + 1
+        r0 = np.clip(np.floor(np.where(usable, triangles.y_min, 0)), 0, height - 1).astype(np.int64)
+        r1 = np.clip(np.floor(np.where(usable, triangles.y_max, 0)), 0, height - 1).astype(np.int64) + 1
+    touches = usable & ((table[r1, c1] - table[r0, c1] - table[r1, c0] + table[r0, c0]) > 0)
+    selected = triangles.faces[touches]
     if selected.size == 0:
         return
     # The same triangles on a grid `factor` times finer (its pixel centres at (j + 0.5) / factor).
@@ -465,23 +528,16 @@ def _antialias_silhouette(triangles, faces, vertex_rgb, factor, rgb, alpha):
     keep = edge_id[parent] >= 0
     pix, tri, inv_z, parent = pix[keep], tri[keep], inv_z[keep], parent[keep]
     # Compact sample index: edge pixel id * factor^2 + position inside the pixel.
-    sub = ((pix // fine_w) % factor) * factor + (pix % fine_w) % factor
-    sample = edge_id[parent] * (factor * factor) + sub
-    sample, tri, _ = fine.nearest(sample, tri, inv_z, num_pixels=edge_flat.size * factor * factor)
-    sample_rgb = np.einsum("nk,nkc->nc", _sample_barycentric(fine, sample, tri, edge_flat, factor, width),
-                           vertex_rgb[selected[fine.face_ids[tri]]])
-    owner = sample // (factor * factor)
+    sample = edge_id[parent] * (factor * factor) + ((pix // fine_w) % factor) * factor + (pix % fine_w) % factor
+    num_samples = edge_flat.size * factor * factor
+    sample, tri, _ = fine.nearest(sample, tri, inv_z, num_pixels=num_samples)
+    owner, sub = sample // (factor * factor), sample % (factor * factor)
+    fine_pix = ((edge_flat[owner] // width) * factor + sub // factor) * fine_w \
+        + (edge_flat[owner] % width) * factor + sub % factor
+    sample_rgb = fine.interpolate(fine_pix, tri, vertex_rgb)
     count = np.bincount(owner, minlength=edge_flat.size)
     sums = np.stack([np.bincount(owner, weights=sample_rgb[:, ch], minlength=edge_flat.size)
                      for ch in range(3)], axis=1)
     hit = count > 0
     alpha[edge_flat] = count / float(factor * factor)
     rgb[edge_flat[hit]] = sums[hit] / count[hit, None]
-
-
-def _sample_barycentric(fine, sample, tri, edge_flat, factor, width):
-    """Barycentrics (N, 3) of fine-grid samples given by compact sample index."""
-    owner, sub = sample // (factor * factor), sample % (factor * factor)
-    row = (edge_flat[owner] // width) * factor + sub // factor
-    col = (edge_flat[owner] % width) * factor + sub % factor
-    return fine.barycentric(row * (width * factor) + col, tri)

@@ -265,15 +265,16 @@ def pose_window(rng, pose_stream, num_frames, source="--poses"):
 # The body model, in NumPy
 # ----------------------------------------------------------------------------
 
-def linear_blend_skinning(rotations, v_shaped, rest_joints, weights, parents, posedirs=None):
+def linear_blend_skinning(rotations, v_shaped, rest_joints, weights_t, parents, posedirs=None):
     """SMPL's skinning (Loper et al. 2015) of one body shape in T poses.
 
     rotations (T, 24, 3, 3): each joint's rotation relative to its parent
     (joint 0: global); v_shaped (V, 3) and rest_joints (24, 3): the shaped
-    body at rest (`BodyModel.shaped`); weights (V, 24); parents (24,);
-    posedirs (207, 3 V) pose blend shapes flattened, or None. Returns
-    vertices (T, V, 3) and joints (T, 24, 3), float64 metres, in the model's
-    frame (not root-centred):
+    body at rest (`BodyModel.shaped`); weights_t (24, V): the skinning
+    weights, transposed; parents (24,); posedirs (207, 3 V): the pose blend
+    shapes, coordinate-major (x of every vertex, then y, then z), or None.
+    Returns vertices (T, V, 3) and joints (T, 24, 3), float64 metres, in the
+    model's frame (not root-centred):
 
         v_posed = v_shaped + posedirs . (R[1:] - I)
         G_k     = G_parent(k) . [R_k | J_k - J_parent(k)]
@@ -281,10 +282,10 @@ def linear_blend_skinning(rotations, v_shaped, rest_joints, weights, parents, po
     """
     rotations = np.asarray(rotations, np.float64)
     num_frames, num_vertices = len(rotations), len(v_shaped)
-    v_posed = np.broadcast_to(v_shaped, (num_frames, num_vertices, 3))
+    v_posed = np.broadcast_to(v_shaped.T, (num_frames, 3, num_vertices))  # coordinate-major rows
     if posedirs is not None:
         feature = (rotations[:, 1:] - np.eye(3)).reshape(num_frames, -1)
-        v_posed = v_shaped + (feature @ posedirs).reshape(num_frames, num_vertices, 3)
+        v_posed = v_shaped.T + (feature @ posedirs).reshape(num_frames, 3, num_vertices)
     local = np.zeros((num_frames, NUM_JOINTS, 4, 4))
     local[:, :, :3, :3] = rotations
     local[:, :, :3, 3] = rest_joints - np.where(np.asarray(parents)[:, None] >= 0, rest_joints[parents], 0.0)
@@ -295,8 +296,11 @@ def linear_blend_skinning(rotations, v_shaped, rest_joints, weights, parents, po
         world[:, k] = world[:, parents[k]] @ local[:, k]
     skin = world[:, :, :3, :].copy()  # G_k with the rest joint taken out: [R | t - R J_k]
     skin[..., 3] -= np.einsum("tkij,kj->tki", world[:, :, :3, :3], rest_joints)
-    per_vertex = (weights @ skin.reshape(num_frames, NUM_JOINTS, 12)).reshape(num_frames, num_vertices, 3, 4)
-    vertices = np.einsum("tvij,tvj->tvi", per_vertex[..., :3], v_posed) + per_vertex[..., 3]
+    per_vertex = (np.ascontiguousarray(skin.reshape(num_frames, NUM_JOINTS, 12).transpose(0, 2, 1))
+                  .reshape(num_frames * 12, NUM_JOINTS) @ weights_t).reshape(num_frames, 12, num_vertices)
+    x, y, z = v_posed[:, 0], v_posed[:, 1], v_posed[:, 2]
+    vertices = np.stack([per_vertex[:, 4 * i] * x + per_vertex[:, 4 * i + 1] * y + per_vertex[:, 4 * i + 2] * z
+                         + per_vertex[:, 4 * i + 3] for i in range(3)], axis=-1)
     return vertices, world[:, :, :3, 3].copy()
 
 
@@ -314,7 +318,7 @@ class BodyModel:
     faces: np.ndarray
     landmark_ids: np.ndarray
     outward: dict
-    _arrays: dict = field(default_factory=dict, repr=False)
+    _cache: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(cls, models=None, smpl_dir=None):
@@ -338,24 +342,31 @@ class BodyModel:
 
     def arrays(self, gender):
         """The model's arrays in float64, pose blend shapes flattened (None when all zero); cached."""
-        if gender not in self._arrays:
+        if ("arrays", gender) not in self._cache:
             model = self.model(gender)
-            posedirs = np.asarray(model.posedirs, np.float64)
-            self._arrays[gender] = {
+            posedirs = np.asarray(model.posedirs, np.float64)  # (V, 3, 207)
+            shapedirs = np.asarray(model.shapedirs, np.float64)  # (V, 3, 10)
+            self._cache[("arrays", gender)] = {
                 "v_template": np.asarray(model.v_template, np.float64),
-                "shapedirs": np.asarray(model.shapedirs, np.float64),
+                "shapedirs": shapedirs.reshape(-1, shapedirs.shape[2]),
                 "J_regressor": np.asarray(model.J_regressor, np.float64),
                 "weights": np.asarray(model.weights, np.float64),
+                "weights_t": np.ascontiguousarray(np.asarray(model.weights, np.float64).T),
                 "parents": np.asarray(model.parents, np.int64),
-                "posedirs": (np.ascontiguousarray(posedirs.reshape(-1, posedirs.shape[2]).T)
+                "posedirs": (np.ascontiguousarray(posedirs.transpose(1, 0, 2).reshape(-1, posedirs.shape[2]).T)
                              if np.any(posedirs) else None)}
-        return self._arrays[gender]
+        return self._cache[("arrays", gender)]
 
     def shaped(self, gender, betas):
-        """The body of `betas` (10,) at rest: vertices (V, 3) and joints (24, 3), float64 metres."""
-        arrays = self.arrays(gender)
-        v_shaped = arrays["v_template"] + arrays["shapedirs"] @ np.asarray(betas, np.float64)
-        return v_shaped, arrays["J_regressor"] @ v_shaped
+        """The body of `betas` (10,) at rest: vertices (V, 3) and joints (24, 3), float64 metres
+        (the last body asked for is kept: a sequence asks twice)."""
+        betas = np.asarray(betas, np.float64)
+        key = (gender, betas.tobytes())
+        if self._cache.get("shaped", (None,))[0] != key:
+            arrays = self.arrays(gender)
+            v_shaped = arrays["v_template"] + (arrays["shapedirs"] @ betas).reshape(-1, 3)
+            self._cache["shaped"] = (key, (v_shaped, arrays["J_regressor"] @ v_shaped))
+        return self._cache["shaped"][1]
 
     def pose(self, rotations, shape):
         """rotations (T, 24, 3, 3), shape (11,) = betas + gender value (male where >= 0) ->
@@ -363,14 +374,14 @@ class BodyModel:
         gender = 1 if shape[10] >= 0 else 0
         arrays = self.arrays(gender)
         v_shaped, rest_joints = self.shaped(gender, shape[:NUM_BETAS])
-        vertices, joints = linear_blend_skinning(rotations, v_shaped, rest_joints, arrays["weights"],
+        vertices, joints = linear_blend_skinning(rotations, v_shaped, rest_joints, arrays["weights_t"],
                                                  arrays["parents"], arrays["posedirs"])
         root = joints[:, :1]
         return vertices - root, joints - root
 
     def __getstate__(self):  # the float64 cache is rebuilt where needed, not sent to workers
         state = dict(self.__dict__)
-        state["_arrays"] = {}
+        state["_cache"] = {}
         return state
 
 
@@ -768,13 +779,13 @@ def _dither(rng, height, width):
 def render_frame(scene, cam_loc, rng):
     """RGBA frame (480, 640, 4) uint8, RGB order, of a `FrameScene` seen from cam_loc (3,)."""
     cam = camera.world_to_camera(scene.vertices, cam_loc)
-    front = render.front_facing(cam, scene.faces, scene.outward)
-    return render.render_mesh(cam, scene.faces[front], scene.rgb, camera.FOCAL_PX, camera.PRINCIPAL_POINT,
+    return render.render_mesh(cam, scene.faces, scene.rgb, camera.FOCAL_PX, camera.PRINCIPAL_POINT,
                               camera.IMAGE_HEIGHT, camera.IMAGE_WIDTH,
-                              background_rgb=_dither(rng, camera.IMAGE_HEIGHT, camera.IMAGE_WIDTH))
+                              background_rgb=_dither(rng, camera.IMAGE_HEIGHT, camera.IMAGE_WIDTH),
+                              outward=scene.outward)
 
 
-def render_crop(scene, cam_loc, crop_from_image, size, rng, antialias=4):
+def render_crop(scene, cam_loc, crop_from_image, size, rng, antialias=4, supersample=1):
     """The crop window of a frame, rendered directly: BGRA (size, size, 4) uint8.
 
     crop_from_image (2, 3): the affine from image coordinates to crop pixels
@@ -784,12 +795,14 @@ def render_crop(scene, cam_loc, crop_from_image, size, rng, antialias=4):
     (anti-aliased on its silhouette) instead of warped bilinearly from the
     frame's, and where the crop reaches past the frame the 0/1 dither
     continues instead of black. BGRA, as `cloth3d.read_rgba` gives frames.
+    antialias, supersample: see `render.render_projected`.
     """
     cam = camera.world_to_camera(scene.vertices, cam_loc)
-    front = render.front_facing(cam, scene.faces, scene.outward)
     points = apply_affine(crop_from_image, camera.project(cam)) + 0.5  # crop pixel centres are at j + 0.5 here
-    return render.render_projected(points, cam[:, 2], scene.faces[front], scene.rgb[:, ::-1], size, size,
-                                   background_rgb=_dither(rng, size, size), antialias=antialias)
+    mirrored = np.linalg.det(np.asarray(crop_from_image)[:, :2]) < 0  # a flip reverses the screen winding
+    return render.render_projected(points, cam[:, 2], scene.faces, scene.rgb[:, ::-1], size, size,
+                                   background_rgb=_dither(rng, size, size), antialias=antialias,
+                                   outward=-scene.outward if mirrored else scene.outward, supersample=supersample)
 
 
 # ----------------------------------------------------------------------------
