@@ -12,12 +12,15 @@ Written in `keras.ops`, so it runs on TensorFlow and on JAX. Every sample
 picks the female or the male model by its gender value, in one of two ways
 that give the same numbers:
 
-- JAX (and any backend but TensorFlow): fixed shapes, as `jax.jit` needs.
-  Both models' arrays are stacked, and each sample's inputs (betas, pose
-  feature, skinning transforms) are copied once per model and scaled by the
-  sample's one-hot gender, so one matrix product per step applies the right
-  model to every sample (twice the multiply-adds of one model, no gather of
-  per-sample model arrays, no branch).
+- JAX (and any backend but TensorFlow): `stacked_by_gender`, fixed shapes
+  as `jax.jit` needs. Both models' arrays are stacked, and each sample's
+  inputs (betas, pose feature, skinning transforms) are copied once per model
+  and scaled by the sample's one-hot gender, so one matrix product per step
+  applies the right model to every sample: no branch, no per-sample copy of
+  model arrays, twice one model's multiply-adds for the arrays the genders
+  do not share (an array both models hold identically, like the open body's
+  skinning weights, is kept once). On JAX it runs as one `jax.jit` program
+  even when the layer is called eagerly.
 - TensorFlow: `split_by_gender_tf` partitions the batch by gender
   (`tf.dynamic_partition`), runs each part with its own model and stitches
   the parts back in order, so each sample's blend shapes are computed once.
@@ -122,17 +125,27 @@ def world_transforms(rotations, rest_joints, parents):
     return ops.stack(world_r, axis=1), ops.stack(world_t, axis=1)
 
 
-def split_by_gender_tf(rotations, betas, is_male, models, parents):
+def stacked_by_gender(rotations, shape, models, parents):
+    """Fixed shapes: `linear_blend_skinning` with both models stacked in
+    `models` (see `SMPL._stack`), each sample weighted onto the model its
+    gender value picks (male where shape[:, 10] >= 0). shape (B, 11)."""
+    male = ops.cast(shape[:, NUM_BETAS] >= 0.0, "float32")[:, None]
+    return linear_blend_skinning(rotations, shape[:, :NUM_BETAS], models, parents,
+                                 model_weights=ops.concatenate([1.0 - male, male], axis=1))
+
+
+def split_by_gender_tf(rotations, shape, models, parents):
     """TensorFlow only: `linear_blend_skinning` on the female and the male part
     of the batch with their own model (`models` = [female, male], G = 1 each),
-    stitched back in the batch's order. is_male (B,) int32 in {0, 1}."""
+    stitched back in the batch's order. shape (B, 11), male where shape[:, 10] >= 0."""
     import tensorflow as tf
 
+    is_male = tf.cast(shape[:, NUM_BETAS] >= 0.0, tf.int32)
     indices = tf.dynamic_partition(tf.range(tf.shape(is_male)[0]), is_male, 2)
     vertices, joints = [], []
     for gender, model in enumerate(models):
-        v, j = linear_blend_skinning(tf.gather(rotations, indices[gender]), tf.gather(betas, indices[gender]),
-                                     model, parents)
+        v, j = linear_blend_skinning(tf.gather(rotations, indices[gender]),
+                                     tf.gather(shape[:, :NUM_BETAS], indices[gender]), model, parents)
         vertices.append(v)
         joints.append(j)
     return tf.dynamic_stitch(indices, vertices), tf.dynamic_stitch(indices, joints)
@@ -173,8 +186,15 @@ class SMPL(keras.layers.Layer):
         arrays = [self._model_arrays(female), self._model_arrays(male)]
         if self._split_by_gender:
             self._models = [self._as_tensors(a) for a in arrays]
+            self._skin = split_by_gender_tf
         else:
             self._models = self._as_tensors(self._stack(*arrays))
+            self._skin = stacked_by_gender
+            if keras.backend.backend() == "jax":
+                # One compiled program instead of a few hundred dispatched ops when called
+                # eagerly; the model arrays are arguments, not constants baked into it.
+                import jax
+                self._skin = jax.jit(stacked_by_gender, static_argnums=3)
 
     @staticmethod
     def _stack(female, male):
@@ -233,15 +253,8 @@ class SMPL(keras.layers.Layer):
         rotations = ops.cast(ops.convert_to_tensor(rotations), "float32")
         shape = ops.cast(ops.convert_to_tensor(shape), "float32")
         self._check(rotations, shape)
-        is_male = shape[:, NUM_BETAS] >= 0.0
-        betas = shape[:, :NUM_BETAS]
-        if self._split_by_gender:
-            vertices, joints = split_by_gender_tf(rotations, betas, ops.cast(is_male, "int32"), self._models,
-                                                  self.parents)
-        else:
-            male = ops.cast(is_male, "float32")[:, None]
-            vertices, joints = linear_blend_skinning(rotations, betas, self._models, self.parents,
-                                                     model_weights=ops.concatenate([1.0 - male, male], axis=1))
+        models = list(self._models) if self._split_by_gender else dict(self._models)  # plain, not Keras-tracked
+        vertices, joints = self._skin(rotations, shape, models, tuple(self.parents))
         root = joints[:, :1]
         return vertices - root, joints - root
 
