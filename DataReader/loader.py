@@ -44,6 +44,7 @@ parent's main module (not under `if __name__ == "__main__"`), as for any
 spawn-based loader.
 """
 import itertools
+import logging
 import multiprocessing
 import os
 import pickle
@@ -61,6 +62,8 @@ from .augment import FrameAugmenter, add_point_noise, standardize_image_np
 from .cloth3d import CROP_SIZE_PX, CLOTH3DReader, FrameTargets, SMPLRArrays, read_list
 from .occlusion import OccluderBank
 from .samples import SHNSampleLoader, numpy_rng
+
+log = logging.getLogger(__name__)
 
 #: How often (seconds) a waiting worker checks that its parent is alive, and
 #: a waiting parent that its workers are.
@@ -274,6 +277,7 @@ def _environment(changes):
 
 def _stop_workers(processes, tasks, results, blocks):
     """Ends the workers (asks, then terminates, then kills) and frees the shared memory."""
+    processes = [process for process in processes if process.pid is not None]  # those started
     for _ in processes:
         try:
             tasks.put_nowait(None)
@@ -295,6 +299,26 @@ def _stop_workers(processes, tasks, results, blocks):
         block.close()
 
 
+def _slots_that_fit(num_slots, num_workers, slot_bytes, other_bytes, folder="/dev/shm"):
+    """`num_slots`, or fewer (at least one per worker) if /dev/shm is too small
+    for them: writing past its end would kill the workers with SIGBUS."""
+    try:
+        stats = os.statvfs(folder)
+    except OSError:  # no such folder: shared memory lives elsewhere on this system
+        return num_slots
+    free = stats.f_bavail * stats.f_frsize * 0.9 - other_bytes
+    fit = int(free // slot_bytes)
+    if fit >= num_slots:
+        return num_slots
+    if fit < max(num_workers, 1):
+        raise MemoryError(f"{folder}: {free / 2**20:.0f} MiB free, too little for {max(num_workers, 1)} "
+                          f"samples of {slot_bytes / 2**20:.0f} MiB in shared memory; enlarge it "
+                          "(docker run --shm-size=2g) or use fewer workers (workers=0: no shared memory)")
+    log.warning("%s: room for %d of %d prefetched samples only (%.0f MiB free); "
+                "enlarge it (docker run --shm-size=2g) to prefetch more", folder, fit, num_slots, free / 2**20)
+    return fit
+
+
 class WorkerPool:
     """Worker processes loading SHN samples into shared-memory slots.
 
@@ -307,9 +331,11 @@ class WorkerPool:
     def __init__(self, num_workers, num_slots, frames_root, lines, targets, augmenter, image_noise,
                  start_method="spawn"):
         packed = PackedTargets.pack(targets)
+        size = packed.size
+        num_slots = _slots_that_fit(num_slots, num_workers, 16 * size * size,
+                                    sum(value.nbytes for value in packed.arrays.values()))
         context = multiprocessing.get_context(start_method)
         self._targets = SharedArrays.from_arrays(packed.arrays)
-        size = packed.size
         self._slots = SharedArrays({"image": ((num_slots, size, size, 3), np.float32),
                                     "mask": ((num_slots, size, size, 1), np.float32)})
         self.images, self.masks = self._slots.arrays["image"], self._slots.arrays["mask"]
