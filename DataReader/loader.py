@@ -16,9 +16,10 @@ the very code the tf.data pipeline runs) followed by `standardize_image_np`
 processes ('spawn' start method: nothing of the parent's JAX or TensorFlow
 state is inherited, and the workers see no GPU) load samples into slots of a
 shared-memory block; the calling thread copies each slot into the batch, in
-order, and hands the slot back. Moving a 1 MiB crop (image + mask float32)
-through a pipe costs the parent a pickle round trip, ~1.7 ms here, which
-caps it near 600 crops/s; the copy out of shared memory costs ~0.1 ms.
+order, and hands the slot back. Receiving a 1 MiB sample (image + mask,
+float32) pickled through a multiprocessing Queue costs the parent ~2.4 ms of
+CPU (measured on the 2-core development machine: a ceiling near 400 crops/s);
+copying it out of shared memory into the batch costs ~0.2 ms.
 At most `prefetch_batches` batches of samples (or two per worker) are being
 loaded or waiting. The frames' ground truth is read once, by the parent (so
 bad files fail at once, named), and shared with the workers the same way.
