@@ -419,7 +419,7 @@ def render_mesh(vertices_cam, faces, vertex_rgb, focal_px, principal_point, heig
 
 
 def render_projected(points_px, depth, faces, vertex_rgb, height, width, background_rgb=None, antialias=4,
-                     outward=None, supersample=1):
+                     outward=None):
     """`render_mesh` of vertices already projected: points_px (V, 2) pixel
     coordinates (pixel centres at j + 0.5), depth (V,) camera z in metres.
 
@@ -427,28 +427,10 @@ def render_projected(points_px, depth, faces, vertex_rgb, height, width, backgro
     a rotation, a mirror): barycentrics on the screen and 1/z stay linear, so
     the image is the same as warping a full render, up to anti-aliasing.
     outward: see `Triangles` (back-face culling; None draws both sides).
-    antialias: 0 filters the edge instead of supersampling it (`_soften_edges`,
-    the fastest; about a pixel of soft edge on each side).
-    supersample: s > 1 renders s x s samples in every pixel and averages
-    them (alpha is the covered fraction everywhere, colour edges inside the
-    person are smoothed too; `antialias` is then not used).
     Returns RGBA (height, width, 4) uint8, RGB order.
     """
-    vertex_rgb = np.asarray(vertex_rgb, np.float64)
-    faces = np.asarray(faces, np.int64)
-    if supersample > 1:
-        s = int(supersample)
-        rgb, alpha = _draw(np.asarray(points_px, np.float64) * s, depth, faces, vertex_rgb, height * s, width * s,
-                           1, outward)
-        weighted = (rgb * alpha[:, None]).astype(np.float32).reshape(height * s, width * s, 3)
-        weighted = cv2.resize(weighted, (width, height), interpolation=cv2.INTER_AREA).reshape(-1, 3)
-        alpha = cv2.resize(alpha.astype(np.float32).reshape(height * s, width * s), (width, height),
-                           interpolation=cv2.INTER_AREA).reshape(-1).astype(np.float64)
-        rgb = np.divide(weighted, alpha[:, None], out=np.zeros((height * width, 3)), where=alpha[:, None] > 0)
-    else:
-        rgb, alpha = _draw(points_px, depth, faces, vertex_rgb, height, width, max(antialias, 1), outward)
-        if antialias == 0:
-            rgb, alpha = _soften_edges(rgb, alpha, height, width)
+    rgb, alpha = _draw(points_px, depth, np.asarray(faces, np.int64), np.asarray(vertex_rgb, np.float64),
+                       height, width, antialias, outward)
     rgba = np.zeros((height, width, 4), np.uint8)
     if background_rgb is not None:
         rgba[..., :3] = background_rgb
@@ -458,23 +440,6 @@ def render_projected(points_px, depth, faces, vertex_rgb, height, width, backgro
     flat[shown, :3] = np.clip(np.rint(rgb[shown] * 255.0), 0, 255).astype(np.uint8)
     flat[:, 3] = alpha_u8
     return rgba
-
-
-def _soften_edges(rgb, alpha, height, width):
-    """Cheap anti-aliasing: coverage (H*W,) and colour (H*W, 3) filtered by
-    the 3x3 binomial kernel [1, 2, 1] x [1, 2, 1] / 16 where the coverage
-    changes (pixels fully inside keep their colour; a pixel at the edge gets
-    the mean colour of the covered pixels around it). About one pixel each
-    side of the silhouette becomes partly transparent, as in a frame
-    rendered with anti-aliasing and then resampled (the SPEC crop)."""
-    coverage = alpha.reshape(height, width).astype(np.float32)
-    weighted = (rgb * alpha[:, None]).reshape(height, width, 3).astype(np.float32)
-    soft = cv2.GaussianBlur(coverage, (3, 3), 0).reshape(-1).astype(np.float64)  # ksize 3: the binomial kernel
-    edge = np.flatnonzero((soft > 0.0) & ((soft < 1.0) | (alpha < 1.0)))
-    colour = cv2.GaussianBlur(weighted, (3, 3), 0).reshape(-1, 3)[edge] / soft[edge, None]
-    rgb, alpha = rgb.copy(), soft
-    rgb[edge] = colour
-    return rgb, alpha
 
 
 def _draw(points_px, depth, faces, vertex_rgb, height, width, antialias, outward):

@@ -37,8 +37,11 @@ pipeline makes on the full frame), so corners that a rotation brings in from
 outside the crop are black where the file pipeline shows the frame's
 background (a 0/1 dither, black to the eye). `synthesize.render_crop` says
 how the crop itself differs from a crop of a rendered frame (it is drawn at
-the crop's resolution; edges are softened by a filter by default,
-`antialias=0`, or supersampled).
+the crop's resolution; by default one sample per pixel, `antialias=1`: on
+the reader's standardised image that is as close to the file pipeline as
+4 x 4 silhouette supersampling, which costs more than the rest of the
+rasterising; the mask is then 0 or 1, where the file's is soft along ~1
+pixel of the silhouette).
 
 Reuse when workers fall behind (`pool_size` > 0): each worker keeps its last
 pool_size / workers crops (uint8, with their ground truth); a batch then
@@ -69,6 +72,7 @@ import math
 import os
 import queue
 import signal
+import sys
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -94,6 +98,8 @@ FRESH_DECREASE, FRESH_INCREASE = 0.85, 0.05
 #: Crop pixels (integer centres) -> the continuous coordinates `crop_rgba` expects (centres at j + 0.5).
 _CENTRES_TO_CONTINUOUS = np.array([[1.0, 0.0, -0.5], [0.0, 1.0, -0.5]])
 _TIMING_KEYS = ("pose", "scene", "raster", "augment")
+#: Frameworks the workers should never import (reported by `stats()["worker_modules"]`).
+FRAMEWORKS = ("tensorflow", "keras", "jax", "torch")
 
 
 class StreamError(RuntimeError):
@@ -116,7 +122,7 @@ class StreamConfig:
     poses_file: Optional[str] = None
     garments: str = "loose"
     cameras: str = "varied"
-    antialias: int = 0
+    antialias: int = 1
     size: int = CROP_SIZE_PX
 
     @property
@@ -315,7 +321,8 @@ def _worker_main(config, pool_capacity, slots_handle, tasks, results, parent_pid
         try:
             out = {key: array[slot] for key, array in slots.arrays.items()}
             paths, made = maker.make(batch_index, fresh, out)
-            timings = dict(maker.timings, frames=maker.frames, pid=os.getpid())
+            timings = dict(maker.timings, frames=maker.frames, pid=os.getpid(),
+                           modules=[name for name in FRAMEWORKS if name in sys.modules])
             results.put((slot, batch_index, paths, made, timings, None))
         except Exception as error:  # noqa: BLE001 - reported to the parent, which raises it
             results.put((slot, batch_index, None, None, None, _portable_error(error)))
@@ -341,8 +348,8 @@ class SyntheticStream:
         poses_file: CLOTH3D info.mat or .npz of poses (default: `pose_prior`).
         garments: "loose" (own geometry: wide trousers, skirts, dresses) or
             "tight" (painted on the body); cameras: "varied" or "cloth3d".
-        antialias: silhouette anti-aliasing of the rendered crops: 0 a
-            filter (fast), n >= 2 n x n supersampling (see `render`).
+        antialias: n x n samples in each silhouette pixel of the rendered
+            crops (1: one at its centre, the fastest; see the module docstring).
         pool_size: frames kept (over all workers) for reuse when the workers
             fall behind; 0 (default): every frame is new.
         min_fresh: the smallest fraction of new frames in a batch when reusing.
@@ -353,7 +360,7 @@ class SyntheticStream:
 
     def __init__(self, batch_size, seed=0, workers=None, frames_per_sequence=4, frame_stride=(4, 12),
                  augmentation=1, flip=False, voc_dir=None, occluder_dir=None, smpl_dir=None, models=None,
-                 poses_file=None, garments="loose", cameras="varied", antialias=0, pool_size=0, min_fresh=0.25,
+                 poses_file=None, garments="loose", cameras="varied", antialias=1, pool_size=0, min_fresh=0.25,
                  prefetch=2, copy=True, hold=2):
         for name, value, low in (("batch_size", batch_size, 1), ("frames_per_sequence", frames_per_sequence, 1),
                                  ("pool_size", pool_size, 0), ("prefetch", prefetch, 0), ("hold", hold, 1)):
@@ -375,6 +382,9 @@ class SyntheticStream:
         low, high = frame_stride
         FrameAugmenter(augmentation, flip=flip, occluders=OccluderBank.from_options(voc_dir, occluder_dir)
                        if augmentation >= 2 else None)  # checks the mode and its occluders here, once
+        if models is None:  # found once here: a bad smpl_dir fails here, named, not in every worker
+            import smpl
+            models = tuple(str(path) for path in smpl.find_models(smpl_dir))
         if poses_file is not None:
             poses = synthesize.load_pose_file(poses_file)  # a bad file fails here, named
             span = (frames_per_sequence - 1) * int(high) + 1
@@ -446,13 +456,15 @@ class SyntheticStream:
         fresh_fraction (fresh / frames), wait_s (consumer time spent waiting
         for workers), copy_s (consumer time copying batches out), and
         per_frame_ms {pose, scene, raster, augment} summed over workers,
-        per new frame, and made (new frames made so far)."""
+        per new frame, made (new frames made so far), and worker_modules
+        (any of `FRAMEWORKS` the workers imported: none is expected)."""
         served = dict(self._served)
         served["fresh_fraction"] = served["fresh"] / served["frames"] if served["frames"] else 1.0
         timings = [self._maker.timings | {"frames": self._maker.frames}] if self._maker else \
             list(self._timings.values())
         made = sum(t["frames"] for t in timings)
         served["made"] = made
+        served["worker_modules"] = sorted({name for t in timings for name in t.get("modules", ())})
         served["per_frame_ms"] = {key: 1000.0 * sum(t[key] for t in timings) / made if made else 0.0
                                   for key in _TIMING_KEYS}
         return served

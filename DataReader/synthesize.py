@@ -785,24 +785,25 @@ def render_frame(scene, cam_loc, rng):
                               outward=scene.outward)
 
 
-def render_crop(scene, cam_loc, crop_from_image, size, rng, antialias=4, supersample=1):
+def render_crop(scene, cam_loc, crop_from_image, size, rng, antialias=4):
     """The crop window of a frame, rendered directly: BGRA (size, size, 4) uint8.
 
     crop_from_image (2, 3): the affine from image coordinates to crop pixels
     (`cloth3d.FrameTargets.crop_from_image`). It is folded into the
     projection, so this equals `cloth3d.crop_rgba` of `render_frame`'s frame
-    up to resampling: the person is drawn at the crop's resolution
-    (anti-aliased on its silhouette) instead of warped bilinearly from the
-    frame's, and where the crop reaches past the frame the 0/1 dither
-    continues instead of black. BGRA, as `cloth3d.read_rgba` gives frames.
-    antialias, supersample: see `render.render_projected`.
+    up to resampling: the person is drawn at the crop's resolution instead
+    of warped bilinearly from the frame's, and where the crop reaches past
+    the frame the 0/1 dither continues instead of black. BGRA, as
+    `cloth3d.read_rgba` gives frames.
+    antialias: n x n samples in each silhouette pixel (1: one sample at the
+    centre; see `render.render_mesh`).
     """
     cam = camera.world_to_camera(scene.vertices, cam_loc)
     points = apply_affine(crop_from_image, camera.project(cam)) + 0.5  # crop pixel centres are at j + 0.5 here
     mirrored = np.linalg.det(np.asarray(crop_from_image)[:, :2]) < 0  # a flip reverses the screen winding
     return render.render_projected(points, cam[:, 2], scene.faces, scene.rgb[:, ::-1], size, size,
                                    background_rgb=_dither(rng, size, size), antialias=antialias,
-                                   outward=-scene.outward if mirrored else scene.outward, supersample=supersample)
+                                   outward=-scene.outward if mirrored else scene.outward)
 
 
 # ----------------------------------------------------------------------------

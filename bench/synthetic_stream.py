@@ -1,7 +1,7 @@
 """Speed of `DataReader.stream.SyntheticStream`: new training frames per second.
 
     python bench/synthetic_stream.py [--workers 1,2,4,8,15] [--batch-size 64] [--seconds 20]
-        [--antialias 0] [--garments loose] [--consumer-fps 860] [--pool-size 4096]
+        [--antialias 1] [--garments loose] [--consumer-fps 860] [--pool-size 4096]
 
 Prints three tables:
 1. One process, no workers: milliseconds per new frame, split into pose
@@ -100,7 +100,8 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--frames-per-sequence", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=20.0, help="measuring time per row")
-    parser.add_argument("--antialias", type=int, default=0)
+    parser.add_argument("--antialias", type=int, default=1,
+                        help="samples per side in silhouette pixels (1: none, the stream's default)")
     parser.add_argument("--garments", default="loose", choices=("loose", "tight"))
     parser.add_argument("--consumer-fps", type=float, default=860.0,
                         help="table 3: frames/s the simulated training step takes (0: skip table 3)")
