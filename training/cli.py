@@ -120,6 +120,9 @@ def build_parser():
     shn.add_argument("--stream", action="store_true",
                      help="train on an endless stream of new synthetic frames rendered by worker processes "
                           "(DataReader.stream) instead of the training list; validation stays on the val list")
+    shn.add_argument("--stream-pool", metavar="N", type=int, default=None,
+                     help="with --stream: keep N recent frames and reuse them (with new augmentation) when "
+                          "the renderers fall behind the GPU (default 0: every frame new, the GPU may wait)")
     shn.add_argument("--workers", metavar="N", type=int, default=None,
                      help="loader / stream processes on backends without tf.data (JAX) and for --stream "
                           "(default: CPU cores - 1)")
@@ -153,6 +156,7 @@ def config_from_args(args):
         num_features=args.num_features, log_images=args.log_images,
         exit_after_epoch=args.exit_after_epoch, recipe=args.recipe, heatmap_peak=args.heatmap_peak,
         coord_loss_weight=args.coord_loss_weight, stream=args.stream or None, workers=args.workers,
+        stream_pool=args.stream_pool,
         train_check_batches=args.train_check_batches, bn_recalibrate=args.bn_recalibrate,
         log_every=args.log_every)
     if config.mixed_precision and config.kind != "shn":

@@ -76,6 +76,7 @@ class StageConfig:
     heatmap_peak: str = "density"   # SHN point targets: "density" (SPEC, peak 0.0635) or "one"
     coord_loss_weight: float = 0.0  # SHN: weight of the L1 loss on the last stack's soft-argmax points
     stream: bool = False            # SHN: train on the endless synthetic stream, not the list
+    stream_pool: int = 0            # SHN --stream: frames kept for reuse when the renderers fall behind
     workers: Optional[int] = None   # loader / stream worker processes off TensorFlow (None: cores - 1)
     train_check_batches: int = 0    # SHN: also evaluate this many un-augmented training batches
     bn_recalibrate: int = 0         # SHN: re-estimate batch-norm statistics on this many batches
@@ -192,6 +193,8 @@ def validate(config):
         raise TrainingError(f"--heatmap-peak must be one of {', '.join(HEATMAP_PEAKS)}, got {config.heatmap_peak!r}")
     if not 0.0 <= config.coord_loss_weight < float("inf"):
         raise TrainingError(f"--coord-loss-weight must be a finite number >= 0, got {config.coord_loss_weight}")
+    if config.stream_pool < 0:
+        raise TrainingError(f"--stream-pool must be >= 0, got {config.stream_pool}")
     if config.workers is not None and config.workers < 0:
         raise TrainingError(f"--workers must be >= 0, got {config.workers}")
     if config.train_check_batches < 0 or config.bn_recalibrate < 0:

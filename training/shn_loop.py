@@ -68,7 +68,8 @@ class SHNStage(Stage):
             from DataReader.stream import SyntheticStream
 
             self.stream = SyntheticStream(config.batch_size, seed=config.seed, workers=self.workers,
-                                          augmentation=augmentation, smpl_dir=config.smpl_dir)
+                                          augmentation=augmentation, smpl_dir=config.smpl_dir,
+                                          pool_size=config.stream_pool)
             self.train_data = None
             self.num_train = None
         else:
@@ -93,7 +94,8 @@ class SHNStage(Stage):
         self.optimizer = optimizer
         self.steps_impl = make_steps([self.model], optimizer, self._forward, self._predict,
                                      loss_scale=loss_scale)
-        source = (f"synthetic stream ({self.workers} workers)" if self.stream is not None
+        source = (f"synthetic stream ({self.workers} workers, reuse pool {config.stream_pool})"
+                  if self.stream is not None
                   else f"{self.num_train} training frames")
         print(f"SHN: {self.model.count_params() / 1e6:.1f} M parameters, {config.num_stacks} stacks, "
               f"{source} / {self.num_val} validation frames, batch {config.batch_size}, "
@@ -217,6 +219,12 @@ class SHNStage(Stage):
         metrics.update({"loss": float(np.mean(losses)), "error_joints_mm": errors["joints"],
                         "error_landmarks_mm": errors["landmarks"], "error_all_mm": errors["all"],
                         "score": errors["all"]})
+        if self.stream is not None:
+            stats = self.stream.stats()
+            metrics["stream_fresh_fraction"] = float(stats["fresh_fraction"])
+            print(f"stream: {stats['frames']} frames served, {stats['fresh_fraction']:.0%} new, "
+                  f"training waited {stats['wait_s']:.1f} s for batches; per new frame (ms, summed over "
+                  "workers): " + ", ".join(f"{k} {v:.1f}" for k, v in stats["per_frame_ms"].items()))
         with_batch_stats = backend() == "jax"  # stateless: batch statistics leave no trace
         if with_batch_stats:
             metrics["error_all_mm_batch_stats"] = self._score(self.val_data, config.val_steps, True)[0].summary()["all"]
