@@ -111,18 +111,23 @@ def linear_blend_skinning(rotations, betas, model, parents, model_weights=None):
 
 def world_transforms(rotations, rest_joints, parents):
     """World rotations (B, 24, 3, 3) and positions (B, 24, 3) of the joints along
-    the kinematic chain (unrolled at trace time).
+    the kinematic chain (4x4 transforms, the chain unrolled at trace time).
 
     rotations (B, 24, 3, 3) are relative to each joint's parent; rest_joints
-    (B, 24, 3) in metres; parents a list of 24 ints (-1 for the root).
+    (B, 24, 3) in metres; parents a sequence of 24 ints (-1 for the root).
     """
-    world_r, world_t = [rotations[:, 0]], [rest_joints[:, 0]]
+    parent_joints = ops.take(rest_joints, [max(p, 0) for p in parents], axis=1)
+    bones = ops.concatenate([rest_joints[:, :1], (rest_joints - parent_joints)[:, 1:]], axis=1)
+    local = ops.concatenate([rotations, bones[..., None]], axis=-1)  # (B, 24, 3, 4)
+    homogeneous_row = np.zeros((4, 4), np.float32)
+    homogeneous_row[3, 3] = 1.0
+    local = ops.pad(local, [[0, 0], [0, 0], [0, 1], [0, 0]]) + homogeneous_row  # (B, 24, 4, 4)
+    local = ops.unstack(local, num=NUM_JOINTS, axis=1)
+    chain = [local[0]]
     for k in range(1, NUM_JOINTS):
-        p = parents[k]
-        bone = rest_joints[:, k] - rest_joints[:, p]
-        world_t.append(world_t[p] + ops.sum(world_r[p] * bone[:, None, :], axis=-1))
-        world_r.append(ops.matmul(world_r[p], rotations[:, k]))
-    return ops.stack(world_r, axis=1), ops.stack(world_t, axis=1)
+        chain.append(ops.matmul(chain[parents[k]], local[k]))
+    world = ops.stack(chain, axis=1)
+    return world[:, :, :3, :3], world[:, :, :3, 3]
 
 
 def stacked_by_gender(rotations, shape, models, parents):
