@@ -53,6 +53,8 @@ def build_parser():
     parser.add_argument("--seed", metavar="N", type=int, default=0, help="seed of every stage (default: %(default)s)")
     parser.add_argument("--stages", metavar="KIND", nargs="+", choices=STAGE_KINDS, default=list(STAGE_KINDS),
                         help="stages to run, in the standard order (default: all)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's start-up log lines in every stage (hidden by default)")
     existing = parser.add_mutually_exclusive_group()
     existing.add_argument("--resume", action="store_true",
                           help="continue every stage from its latest checkpoint (finished stages are skipped)")
@@ -78,15 +80,20 @@ def stage_command(kind, args, resume=False):
         command.append("--resume")
     if args.overwrite:
         command.append("--overwrite")
+    if args.verbose:
+        command.append("--verbose")
     return command
 
 
 def _finished(kind, args):
-    """None when the stage has no latest checkpoint, else whether it has trained all its epochs."""
+    """None when the stage has nothing to resume (no latest or best checkpoint), else whether it has
+    trained all its epochs."""
     from training.checkpoints import CheckpointStore
     from training.config import stage_config
 
-    state = CheckpointStore(args.tmp, DEFAULT_NAMES[kind]).read_state("latest")
+    store = CheckpointStore(args.tmp, DEFAULT_NAMES[kind])
+    # best without latest: killed while the first latest was written; --resume handles it
+    state = store.read_state("latest") or store.read_state("best")
     if state is None:
         return None
     epochs = stage_config(kind, quick=args.quick).epochs

@@ -31,10 +31,23 @@ written by earlier versions as a TensorFlow object checkpoint (``ckpt.index``,
 Writes go to ``NAME/.SLOT.partial`` and are renamed into place only when
 complete, so a run killed mid-save leaves the previous slot loadable. A slot
 is complete iff its ``state.json`` and every object file it lists exist.
+
+``--overwrite`` (and a restart, below) never deletes a run before its
+replacement exists: the old ``NAME/`` and its logs are renamed to
+``.NAME.replaced`` when the new run starts writing (after its data and
+fine-tune checkpoints loaded), deleted once the new run's first ``latest``
+is in place, and renamed back if the new run ends before that -- by an
+error, or by a kill (then the next command on the name puts them back).
+
+``--resume`` continues from ``latest``. A run killed while its first
+``latest`` was being written has ``best`` only: it restarts from epoch 1
+(one epoch lost; the same seed gives the same run), or, where ``best`` is
+from a later epoch, resumes from ``best`` with a fresh optimiser.
 """
 import json
 import os
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
@@ -59,6 +72,8 @@ def available_checkpoints(tmp):
         return []
     names = []
     for sub in sorted(root.iterdir()):
+        if sub.name.startswith("."):
+            continue  # .NAME.replaced: a run being replaced by --overwrite
         if sub.is_dir() and any(_complete(sub / s) or _complete(sub / f".{s}.old") for s in SLOTS):
             names.append(sub.name)
     return names
@@ -275,33 +290,95 @@ class CheckpointStore:
 
     # ------------------------------------------------------------- lifecycle
     def prepare(self, resume=False, overwrite=False, log_dir=None):
-        """Check the name before training starts.
+        """Check the name before anything is built or written; returns the state to resume or None.
 
         - new name (or a folder without any complete slot): nothing to do;
-        - ``resume``: returns the ``latest`` state (error when there is none);
-        - ``overwrite``: removes the old checkpoints (and ``log_dir``), says so;
+        - ``resume``: the ``latest`` state; without ``latest`` but with
+          ``best`` (a run killed while its first ``latest`` was written) the
+          ``best`` state, or None -- a clean restart -- where ``best`` is from
+          epoch 1 (one line says which); an error when there is neither;
+        - ``overwrite``: allowed; the old run stays until the new one replaces
+          it (:meth:`set_aside`, :meth:`drop_replaced`);
         - otherwise an existing name is an error suggesting --resume / --overwrite.
-        Returns the state to resume from, or None.
+        A run left half-replaced by a killed ``--overwrite`` run is recovered first.
         """
+        self.recover_replaced(log_dir)
         exists = self.has("best") or self.has("latest")
         if resume:
             state = self.read_state("latest")
-            if state is None:
+            if state is not None:
+                return state
+            best = self.read_state("best")
+            if best is None:
                 raise TrainingError(f"nothing to resume: no latest checkpoint in {self.dir} "
                                     "(drop --resume to start this name from scratch)")
-            return state
+            done = int(best.get("epochs_done") or 0)
+            if done <= 1:
+                print(f"--resume: {self.name!r} has no latest checkpoint (stopped while writing its first "
+                      f"one), only best from epoch {done}: restarting it from epoch 1")
+                return None
+            print(f"--resume: {self.name!r} has no latest checkpoint: resuming from its best checkpoint "
+                  f"(epoch {done}) with a fresh optimizer")
+            return best
         if exists and not overwrite:
             raise TrainingError(f"checkpoint {self.name!r} already exists in {self.dir}; "
                                 "use --resume to continue it, --overwrite to replace it, "
                                 "or --name NEW")
-        if exists and overwrite:
-            print(f"--overwrite: removing the earlier checkpoints of {self.name!r} in {self.dir}")
-            shutil.rmtree(self.dir)
-            if log_dir is not None and Path(log_dir).is_dir():
-                print(f"--overwrite: removing the earlier TensorBoard logs in {log_dir}")
-                shutil.rmtree(log_dir)
+        if exists:
+            print(f"--overwrite: the earlier checkpoints of {self.name!r} are replaced once the new run "
+                  "has written its first checkpoint")
         self.dir.mkdir(parents=True, exist_ok=True)
         return None
+
+    def _replaced(self, log_dir):
+        """(checkpoints, logs) folders of the run being replaced: ``.NAME.replaced`` beside each."""
+        logs = None if log_dir is None else Path(log_dir).parent / f".{Path(log_dir).name}.replaced"
+        return self.dir.parent / f".{self.name}.replaced", logs
+
+    def set_aside(self, log_dir=None):
+        """Rename the existing run (checkpoints and ``log_dir``) to ``.NAME.replaced``; the
+        new run then writes into empty folders. Undone by :meth:`restore_replaced`."""
+        old_dir, old_logs = self._replaced(log_dir)
+        for path, aside in ((self.dir, old_dir), (None if log_dir is None else Path(log_dir), old_logs)):
+            if path is not None and path.exists():
+                if aside.exists():
+                    shutil.rmtree(aside)
+                os.rename(path, aside)
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def drop_replaced(self, log_dir=None):
+        """Delete the run set aside (the new run's first checkpoint exists)."""
+        removed = False
+        for aside in self._replaced(log_dir):
+            if aside is not None and aside.exists():
+                shutil.rmtree(aside)
+                removed = True
+        if removed:
+            print(f"--overwrite: the new run of {self.name!r} has its first checkpoint; "
+                  "the earlier checkpoints and logs are removed")
+
+    def restore_replaced(self, log_dir=None):
+        """Put the run set aside back in place of the new, checkpoint-less one."""
+        old_dir, old_logs = self._replaced(log_dir)
+        if not old_dir.exists():
+            return
+        for path, aside in ((self.dir, old_dir), (None if log_dir is None else Path(log_dir), old_logs)):
+            if path is not None and path.exists():
+                shutil.rmtree(path)  # what the new run wrote before it ended
+            if aside is not None and aside.exists():
+                os.rename(aside, path)
+        print(f"the new run of {self.name!r} ended before its first checkpoint: the earlier checkpoints "
+              f"are back in {self.dir}", file=sys.stderr)
+
+    def recover_replaced(self, log_dir=None):
+        """Finish what a killed replacing run left: drop the old run when the new one has
+        a checkpoint, else put the old one back."""
+        if not self._replaced(log_dir)[0].exists():
+            return
+        if self.has("latest"):
+            self.drop_replaced(log_dir)
+        else:
+            self.restore_replaced(log_dir)
 
     def save(self, slot, objects, state, weights_dtype=None):
         """Write ``objects`` and ``state`` (JSON dict) to ``slot``.

@@ -102,6 +102,8 @@ def build_parser():
                        help="DAE dropout rate on its input and middle layer (default 0.2 = the SPEC's keep "
                             "0.8; 0 lets the DAE see every coordinate, which denoises much better on "
                             "small data)")
+    model.add_argument("--verbose", action="store_true",
+                       help="show TensorFlow's start-up log lines (oneDNN, CUDA stubs; hidden by default)")
     model.add_argument("--num-stacks", metavar="N", type=int, default=None, help="SHN stacks (default 5, as SPEC)")
     model.add_argument("--num-features", metavar="N", type=int, default=None, help="SHN features (default 256, as SPEC)")
     shn = parser.add_argument_group("SHN recipe and diagnostics (see README, 'SHN recipes')")
@@ -212,7 +214,7 @@ def main(argv=None):
         config = config_from_args(args)
         from training.device import select_device
 
-        device = select_device(args.gpu_id, mixed_precision=config.mixed_precision)
+        device = select_device(args.gpu_id, mixed_precision=config.mixed_precision, verbose=args.verbose)
         print(f"stage {config.kind} as {config.name!r} on {device}; data {config.data}")
         if config.kind == "shn":
             from training.shn_loop import train

@@ -14,12 +14,21 @@ error listing the devices found otherwise) and turns memory growth on.
 When TensorFlow was already imported (e.g. inside the pytest process) it falls
 back to ``tf.config.set_visible_devices``, which works as long as the runtime
 has not been initialised yet.
+
+TensorFlow's start-up lines (oneDNN, cudart_stub, cpu_feature_guard, the
+``E0000 ... cuInit`` line a newcomer reads as a failure) are hidden unless
+``verbose`` (``--verbose``): ``TF_CPP_MIN_LOG_LEVEL`` no longer hides them
+(they are written before TensorFlow sets up its logging), so the C-level
+stderr is captured while TensorFlow starts and replayed without them.
 """
+import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from training import TrainingError
@@ -69,16 +78,19 @@ def keras_backend_name():
     return name or "tensorflow"
 
 
-def select_device(gpu_id, mixed_precision=False):
+def select_device(gpu_id, mixed_precision=False, verbose=False):
     """Make only GPU ``gpu_id`` visible (``-1``: CPU) and configure the Keras backend.
 
-    TensorFlow: see below. JAX: see :func:`select_jax_device`.
+    TensorFlow: see below. JAX: see :func:`select_jax_device`. ``verbose``:
+    show TensorFlow's start-up log lines.
     """
+    if not verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's INFO / WARNING lines after start-up
     if keras_backend_name() == "jax":
         return select_jax_device(gpu_id, mixed_precision)
     if keras_backend_name() != "tensorflow":
         raise TrainingError(f"KERAS_BACKEND={keras_backend_name()!r} is not supported; use tensorflow or jax")
-    return select_tensorflow_device(gpu_id, mixed_precision)
+    return select_tensorflow_device(gpu_id, mixed_precision, verbose=verbose)
 
 
 def select_jax_device(gpu_id, mixed_precision=False):
@@ -114,13 +126,47 @@ def select_jax_device(gpu_id, mixed_precision=False):
     return "CPU (JAX)" if gpu_id < 0 else f"GPU {gpu_id} (JAX, {jax.devices()[0].device_kind})"
 
 
-def select_tensorflow_device(gpu_id, mixed_precision=False):
+#: TensorFlow's start-up lines that report nothing wrong (hidden unless --verbose).
+_STARTUP_NOISE = re.compile(
+    r"All log messages before absl::InitializeLog|oneDNN custom operations are on|cudart_stub\.cc|"
+    r"cpu_feature_guard\.cc|To enable the following instructions:|failed call to cuInit|"
+    r"Unable to register cu(FFT|DNN|BLAS) factory|computation placer already registered|"
+    r"TF-TRT Warning: Could not find TensorRT")
+
+
+@contextlib.contextmanager
+def _quiet_startup(verbose):
+    """Capture the process's stderr (file descriptor 2, where TensorFlow's C++ code writes)
+    for the block; then write it back without the `_STARTUP_NOISE` lines."""
+    if verbose:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            kept = [line for line in capture.read().decode(errors="replace").splitlines(True)
+                    if not _STARTUP_NOISE.search(line)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
+def select_tensorflow_device(gpu_id, mixed_precision=False, verbose=False):
     """Make only GPU ``gpu_id`` visible (``-1``: CPU) and configure TensorFlow.
 
     Args:
       gpu_id: int or str, as given on the command line.
       mixed_precision: set Keras' global policy to ``mixed_float16`` (GPU only;
         on CPU it is refused with a message, float16 matmuls are slower there).
+      verbose: show TensorFlow's start-up lines (hidden otherwise).
     Returns:
       A short description of the device used, e.g. ``"CPU"`` or ``"GPU 0 (...)"``.
     Raises:
@@ -136,9 +182,10 @@ def select_tensorflow_device(gpu_id, mixed_precision=False):
     if not already_imported:
         os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_id)
-    import tensorflow as tf  # noqa: E402  (deliberately after the environment is set)
+    with _quiet_startup(verbose):
+        import tensorflow as tf  # noqa: E402  (deliberately after the environment is set)
 
-    gpus = tf.config.list_physical_devices("GPU")
+        gpus = tf.config.list_physical_devices("GPU")  # loads the device plugins (their lines too)
     if already_imported:
         # The environment variable is read once, at TensorFlow's start; here we
         # can only narrow what is visible.

@@ -15,7 +15,10 @@ Writes ``TMP/results/SMPLR/``:
 - ``group_errors.png``: bar chart of the per-group errors (SHN vs SMPLR).
 - ``overlay_NN.png``: a few crops with the projected predicted mesh and
   skeleton (red) and the true skeleton (green).
-An existing results folder is an error unless ``--overwrite``.
+The results are written into ``TMP/results/.SMPLR.partial/`` and renamed into
+place when complete (``summary.json`` last), so a killed run leaves no half
+results and a rerun starts afresh. An existing results folder is an error
+unless ``--overwrite``, which replaces it only once the new one is complete.
 
 Runs on either Keras backend (TensorFlow: tf.data + ``tf.function``; JAX: the
 NumPy loader + ``jax.jit``); nothing backend-specific is imported at module
@@ -25,6 +28,7 @@ is reserved: it loads the shipped weights from ``pretrained/`` (see
 """
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -89,16 +93,51 @@ def load_stages(tmp, shn_name, dae_name, smplr_name, smpl_dir=None):
     return Pipeline(shn, dae, smplr), smpl_layer, states
 
 
+def _results_aside(path):
+    """(partial, replaced) folders beside the results folder ``path``: ``.NAME.partial``, ``.NAME.replaced``."""
+    return path.parent / f".{path.name}.partial", path.parent / f".{path.name}.replaced"
+
+
 def prepare_results_dir(path, overwrite):
-    """Create ``path``; an existing non-empty folder is an error unless ``overwrite``."""
+    """Check the results folder ``path`` and create the folder the new results go into.
+
+    An existing non-empty ``path`` is an error unless ``overwrite``; even then
+    it stays until :func:`finish_results_dir` replaces it with the complete new
+    results. What a killed run left beside it is cleaned up first. Returns the
+    (empty) partial folder ``.NAME.partial``.
+    """
     path = Path(path)
+    partial, replaced = _results_aside(path)
+    if replaced.exists():  # killed between finish_results_dir's renames
+        if path.exists():
+            shutil.rmtree(replaced)
+        else:
+            os.rename(replaced, path)
     if path.exists() and any(path.iterdir()):
         if not overwrite:
             raise TrainingError(f"results folder {path} already holds earlier results; use --overwrite "
                                 "to replace them or --out NAME for a new folder")
-        print(f"--overwrite: removing the earlier results in {path}")
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
+        print(f"--overwrite: the earlier results in {path} are replaced once the new ones are complete")
+    if partial.exists():
+        shutil.rmtree(partial)  # a killed or failed run's incomplete results
+    partial.mkdir(parents=True)
+    return partial
+
+
+def finish_results_dir(partial, path):
+    """Rename the complete results folder ``partial`` to ``path``, replacing an earlier one."""
+    path = Path(path)
+    _, replaced = _results_aside(path)
+    if path.exists():
+        os.rename(path, replaced)
+    try:
+        os.rename(partial, path)
+    except OSError:
+        if replaced.exists():
+            os.rename(replaced, path)
+        raise
+    if replaced.exists():
+        shutil.rmtree(replaced)
     return path
 
 
@@ -207,7 +246,6 @@ def evaluate(tmp, shn_name, dae_name, smplr_name, data=DEFAULT_DATA, list_name="
         raise TrainingError(f"data list not found: {list_file} (give --data DIR and --list FILE)")
     results_dir = Path(tmp) / "results" / (out or smplr_name)
     pipeline, smpl_layer, states = load_stages(tmp, shn_name, dae_name, smplr_name, smpl_dir)
-    prepare_results_dir(results_dir, overwrite)
     if backend() == "tensorflow":
         dataset = DataReader.shn_dataset(data, list_file, batch_size, training=False)
         num_frames = len(dataset.loader)
@@ -227,40 +265,47 @@ def evaluate(tmp, shn_name, dae_name, smplr_name, data=DEFAULT_DATA, list_name="
     errors = {"shn": [], "dae": [], "smplr": []}
     overlays_written = 0
     started = time.time()
-    for k, batch in enumerate(tqdm(dataset, total=total, desc="test", unit="batch", file=sys.stdout)):
-        if max_batches is not None and k >= max_batches:
-            break
-        outputs = {key: np.asarray(ops.convert_to_numpy(value)) for key, value in steps.evaluate(batch).items()}
-        batch = {key: np.asarray(value) for key, value in batch.items()}
-        result = {"shn_points": outputs["shn_points"], "dae_points": outputs["dae_points"],
-                  "shape": outputs["shape"], "pose": outputs["rotations"],
-                  "smpl_joints": outputs["joints"], "vertices": outputs["vertices"],
-                  "smpl_points": outputs["points"],
-                  "points": batch["points"], "rotations": batch["rotations"],
-                  "target_shape": batch["shape"], "root_camera": batch["root_camera"],
-                  "paths": np.array([p.decode() if isinstance(p, bytes) else str(p) for p in batch["path"]])}
-        np.savez_compressed(results_dir / f"batch_{k:05d}.npz", **result)
-        errors["shn"].append(point_errors_mm(result["shn_points"], result["points"]))
-        errors["dae"].append(point_errors_mm(result["dae_points"], result["points"]))
-        errors["smplr"].append(point_errors_mm(result["smpl_points"], result["points"]))
-        images = batch["image"]
-        for i in range(len(images)):
-            if k * batch_size + i in overlay_indices:
-                picture = overlay(images[i], result, i, faces, kinematics.PARENTS)
-                cv2.imwrite(str(results_dir / f"overlay_{overlays_written:02d}.png"), picture[..., ::-1])
-                overlays_written += 1
-    if not errors["shn"]:
-        raise TrainingError(f"{list_file}: no test sample")
-    summary = summarize(*(np.concatenate(errors[key]) for key in ("shn", "dae", "smplr")))
-    summary.update(checkpoints={"shn": shn_name, "dae": dae_name, "smplr": smplr_name},
-                   checkpoint_epochs={key: state.get("best_epoch") for key, state in states.items()},
-                   data=str(data), list=list_name, batch_size=batch_size,
-                   seconds=round(time.time() - started, 1))
-    report = format_summary(summary)
-    print(report)
-    with open(results_dir / "summary.json", "w") as f:
-        json.dump(summary, f, indent=1)
-    plot_group_errors(summary, results_dir / "group_errors.png")
+    # Checked by now: the data list, .mat files, frames' headers and checkpoints.
+    partial = prepare_results_dir(results_dir, overwrite)
+    try:
+        for k, batch in enumerate(tqdm(dataset, total=total, desc="test", unit="batch", file=sys.stdout)):
+            if max_batches is not None and k >= max_batches:
+                break
+            outputs = {key: np.asarray(ops.convert_to_numpy(value)) for key, value in steps.evaluate(batch).items()}
+            batch = {key: np.asarray(value) for key, value in batch.items()}
+            result = {"shn_points": outputs["shn_points"], "dae_points": outputs["dae_points"],
+                      "shape": outputs["shape"], "pose": outputs["rotations"],
+                      "smpl_joints": outputs["joints"], "vertices": outputs["vertices"],
+                      "smpl_points": outputs["points"],
+                      "points": batch["points"], "rotations": batch["rotations"],
+                      "target_shape": batch["shape"], "root_camera": batch["root_camera"],
+                      "paths": np.array([p.decode() if isinstance(p, bytes) else str(p) for p in batch["path"]])}
+            np.savez_compressed(partial / f"batch_{k:05d}.npz", **result)
+            errors["shn"].append(point_errors_mm(result["shn_points"], result["points"]))
+            errors["dae"].append(point_errors_mm(result["dae_points"], result["points"]))
+            errors["smplr"].append(point_errors_mm(result["smpl_points"], result["points"]))
+            images = batch["image"]
+            for i in range(len(images)):
+                if k * batch_size + i in overlay_indices:
+                    picture = overlay(images[i], result, i, faces, kinematics.PARENTS)
+                    cv2.imwrite(str(partial / f"overlay_{overlays_written:02d}.png"), picture[..., ::-1])
+                    overlays_written += 1
+        if not errors["shn"]:
+            raise TrainingError(f"{list_file}: no test sample")
+        summary = summarize(*(np.concatenate(errors[key]) for key in ("shn", "dae", "smplr")))
+        summary.update(checkpoints={"shn": shn_name, "dae": dae_name, "smplr": smplr_name},
+                       checkpoint_epochs={key: state.get("best_epoch") for key, state in states.items()},
+                       data=str(data), list=list_name, batch_size=batch_size,
+                       seconds=round(time.time() - started, 1))
+        report = format_summary(summary)
+        print(report)
+        plot_group_errors(summary, partial / "group_errors.png")
+        with open(partial / "summary.json", "w") as f:  # last: a folder with summary.json is complete
+            json.dump(summary, f, indent=1)
+        finish_results_dir(partial, results_dir)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)  # a kill (SIGKILL) leaves it: the next run removes it
+        raise
     print(f"results: {results_dir} ({len(errors['shn'])} batch files, "
           f"summary.json, group_errors.png, {overlays_written} overlays)")
     return summary
@@ -293,6 +338,8 @@ def build_parser():
                         help="evaluate at most N batches (default: the whole list)")
     parser.add_argument("--overlays", metavar="N", type=int, default=4,
                         help="overlay PNGs to write (default: %(default)s)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's start-up log lines (oneDNN, CUDA stubs; hidden by default)")
     return parser
 
 
@@ -304,7 +351,7 @@ def main(argv=None):
             raise TrainingError("--batch-size and --max-batches must be >= 1")
         from training.device import select_device
 
-        device = select_device(args.gpu_id)
+        device = select_device(args.gpu_id, verbose=args.verbose)
         print(f"evaluating SHN {args.shn!r}, DAE {args.dae!r}, SMPLR {args.smplr!r} on {device}")
         evaluate(Path(args.tmp).expanduser().resolve(), args.shn, args.dae, args.smplr,
                  data=Path(args.data).expanduser().resolve(), list_name=args.list, batch_size=args.batch_size,

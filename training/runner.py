@@ -97,7 +97,18 @@ def run(stage, resume_state=None):
     """Train ``stage`` to ``config.epochs`` epochs; returns the final state dict.
 
     ``resume_state``: what :func:`prepare` returned (None for a fresh run).
+    A fresh run on an existing name (``--overwrite``, or a restart) sets the
+    old run aside and deletes it after its own first checkpoint; a run that
+    ends before that puts the old one back (``CheckpointStore.set_aside``).
     """
+    try:
+        return _run(stage, resume_state)
+    except BaseException:
+        CheckpointStore(stage.config.tmp, stage.config.name).recover_replaced(stage.config.log_dir)
+        raise
+
+
+def _run(stage, resume_state):
     from tqdm import tqdm
 
     from training.summaries import SummaryLogger
@@ -107,7 +118,10 @@ def run(stage, resume_state=None):
     objects = stage.model_objects()
     with_optimizer = dict(objects, optimizer=stage.optimizer)
     if resume_state is not None:
-        store.restore("latest", with_optimizer)
+        if store.has("latest"):
+            store.restore("latest", with_optimizer)
+        else:  # killed while the first latest was written: best, fresh optimizer (see CheckpointStore.prepare)
+            store.restore("best", objects)
         stage.steps_impl.reload()
         start = int(resume_state["epochs_done"])
         best = resume_state.get("best")
@@ -123,6 +137,9 @@ def run(stage, resume_state=None):
     if start >= config.epochs:
         print(f"{config.name!r} has already trained {start} epochs (--epochs {config.epochs}): nothing to do")
         return resume_state
+    replacing = resume_state is None and (store.has("best") or store.has("latest"))
+    if replacing:  # data and fine-tune checkpoints are loaded: now the old run makes way
+        store.set_aside(config.log_dir)
 
     stage.logger = logger = SummaryLogger(config.log_dir)
     print(f"checkpoints: {store.dir}\nTensorBoard: {config.log_dir}")
@@ -187,6 +204,9 @@ def run(stage, resume_state=None):
         if improved:
             store.save("best", objects, state)
         store.save("latest", with_optimizer, state)
+        if replacing:
+            store.drop_replaced(config.log_dir)
+            replacing = False
         logger.flush()
         shown = " ".join(f"{k}={metrics[k]:.4g}" for k in stage.summary_fields() if k in metrics)
         print(f"{config.name} epoch {epoch + 1}/{config.epochs}: lr={lr:.3g} steps={count} "
