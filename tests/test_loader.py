@@ -246,3 +246,15 @@ def test_smplr_batches_bone_and_normal_features(frames):
     assert batch["bones"].shape == (12, 41) and batch["normals"].shape == (12, 123)
     np.testing.assert_allclose(batch["bones"], lengths - template[1:], atol=1e-6)
     np.testing.assert_allclose(batch["normals"], (vectors / lengths[..., None]).reshape(12, 123), atol=1e-6)
+
+
+def test_prefetch_fits_a_small_dev_shm(monkeypatch):
+    class Stats:  # a 64 MiB /dev/shm, as Docker gives by default
+        f_bavail, f_frsize = 64 * 2**20 // 4096, 4096
+
+    monkeypatch.setattr(batch_loader.os, "statvfs", lambda folder: Stats)
+    slot = 2**20
+    assert batch_loader._slots_that_fit(32, 4, slot, 0) == 32
+    assert batch_loader._slots_that_fit(128, 4, slot, 0) == int(64 * 0.9)
+    with pytest.raises(MemoryError, match=r"/dev/shm: 58 MiB free, too little for 16 samples of 4 MiB"):
+        batch_loader._slots_that_fit(64, 16, 4 * slot, 0)
