@@ -321,3 +321,20 @@ def test_bad_layer_inputs_raise_clear_errors(random_models):
     bad[1, 3] = np.nan
     with pytest.raises(tf.errors.InvalidArgumentError, match="shape contains NaN"):
         layer(rotations, tf.constant(bad))
+
+
+def test_constants_and_model_loading_need_no_keras():
+    from conftest import run_backend
+
+    out = run_backend("tensorflow", """
+        import sys
+        sys.modules["keras"] = None
+        import smpl, smpl.constants
+        from smpl.constants import NUM_POINTS, PARENTS
+        from smpl import find_models, load_model
+        model = load_model(find_models()[0])
+        print(NUM_POINTS, len(PARENTS), model.landmark_ids.shape[0])
+    """, block_tensorflow=True)
+    assert out.split() == ["41", "42", "18"]
+    # kinematics re-exports the same objects.
+    assert kinematics.PARENTS is smpl.constants.PARENTS and kinematics.NUM_POINTS == 41
