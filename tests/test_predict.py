@@ -3,7 +3,8 @@
 Checked against test.py's pipeline (training.evaluate) on a synthetic
 CLOTH3D-format frame with its info.mat, against the frame's own camera for
 the crop rules, against SMPL's Rodrigues formula for the axis-angles, by
-reading the written files back, and for each kind of bad input.
+reading the written files back, for each kind of bad input, and on Keras's
+JAX backend against TensorFlow.
 """
 import json
 import shutil
@@ -12,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import requires_jax, run_backend
 from training import predict as P
 
 NAMES = ("shn", "dae", "smplr")
@@ -197,3 +199,17 @@ def test_bad_inputs_each_one_line_others_processed(chain, predictor, tmp_path, c
                    "--checkpoints", "shn", "nope", "smplr"]) == 2
     errors = _error_lines(capsys.readouterr().err)
     assert len(errors) == 1 and "'nope' not found" in errors[0]
+
+
+@requires_jax
+def test_jax_backend_gives_the_same_body(chain, predicted):
+    _, out = predicted
+    run_backend("jax", f"""
+        from training.predict import main
+        assert main(["-1", {str(chain / "frames" / "00000" / "0000.png")!r}, "--out", {str(chain / "jax")!r},
+                     "--tmp", {str(chain / "tmp")!r}, "--checkpoints", "shn", "dae", "smplr"]) == 0
+    """)
+    ours, theirs = np.load(chain / "jax" / "0000.npz"), np.load(out / "0000.npz")
+    for key in ("shn_points", "dae_points", "smpl_points", "smpl_joints", "vertices", "betas"):
+        np.testing.assert_allclose(ours[key], theirs[key], atol=1e-4, err_msg=key)
+    np.testing.assert_allclose(ours["rotations"], theirs["rotations"], atol=1e-3)  # SVD of float32 matrices

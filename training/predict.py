@@ -327,10 +327,10 @@ def gender_name(gender_value):
 
 def write_obj(path, vertices, faces, comment=""):
     """A Wavefront .obj of a triangle mesh: vertices (V, 3) metres, faces (F, 3) 0-based."""
-    lines = [f"# {line}" for line in comment.splitlines()]
-    lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in np.asarray(vertices, np.float64)]
-    lines += [f"f {a} {b} {c}" for a, b, c in np.asarray(faces, np.int64) + 1]
-    Path(path).write_text("\n".join(lines) + "\n")
+    vertices, faces = np.asarray(vertices, np.float64), np.asarray(faces, np.int64) + 1
+    header = "".join(f"# {line}\n" for line in comment.splitlines())
+    Path(path).write_text(header + ("v %.6f %.6f %.6f\n" * len(vertices)) % tuple(vertices.ravel())
+                          + ("f %d %d %d\n" * len(faces)) % tuple(faces.ravel()))
 
 
 def read_obj(path):
