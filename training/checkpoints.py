@@ -312,7 +312,11 @@ class CheckpointStore:
             if best is None:
                 raise TrainingError(f"nothing to resume: no latest checkpoint in {self.dir} "
                                     "(drop --resume to start this name from scratch)")
-            done = int(best.get("epochs_done") or 0)
+            try:
+                done = int(best.get("epochs_done") or 0)
+            except (TypeError, ValueError):
+                raise TrainingError(f"corrupt checkpoint state {self.dir / 'best' / _STATE}: 'epochs_done' is "
+                                    f"{best.get('epochs_done')!r}") from None
             if done <= 1:
                 print(f"--resume: {self.name!r} has no latest checkpoint (stopped while writing its first "
                       f"one), only best from epoch {done}: restarting it from epoch 1")
