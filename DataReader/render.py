@@ -1,22 +1,30 @@
-"""A small z-buffered triangle rasteriser in NumPy, with Lambert shading.
+"""A small z-buffered triangle rasteriser in NumPy, with diffuse shading and
+procedural cloth patterns.
 
 Used by `DataReader.synthesize` to draw posed body meshes into CLOTH3D-style
-RGBA frames. Everything works in OpenCV camera coordinates (x right, y down,
-z forward, metres) and pixel coordinates as `DataReader.camera.project` gives
-them: pixel (row i, column j) covers [j, j+1) x [i, i+1), and is sampled at its
-centre (j + 0.5, i + 0.5), which is how Blender renders (the principal point
-(320, 240) is the image centre). So a point projected to (u, v) lies in pixel
-(floor(v), floor(u)).
+RGBA frames, or straight into the crop around the root. Everything works in
+OpenCV camera coordinates (x right, y down, z forward, metres) and pixel
+coordinates as `DataReader.camera.project` gives them: pixel (row i, column
+j) covers [j, j+1) x [i, i+1), and is sampled at its centre (j + 0.5, i +
+0.5), which is how Blender renders (the principal point (320, 240) is the
+image centre). So a point projected to (u, v) lies in pixel (floor(v),
+floor(u)). Any 2D affine map of these coordinates (a crop window) may be
+applied to the projected vertices first (`render_projected`).
 
-Rasterisation is fully vectorised: triangles are grouped by the size of their
-pixel bounding box (1, 2, 4, ... px), every candidate pixel of a group is
-tested at once with edge functions, and a per-pixel depth test keeps the
-nearest surface (`np.minimum.at` on a depth buffer, a real z-buffer: the
+Rasterisation is fully vectorised (`Triangles`): each triangle becomes
+planes over the screen (its barycentrics and 1/z), triangles are grouped by
+the size of their pixel bounding box (1, 2, 4, ... px), every candidate
+pixel of a group is tested at once, and a per-pixel depth test keeps the
+nearest surface (`np.maximum.at` on a 1/z buffer, a real z-buffer: the
 result does not depend on triangle order). Depth and attributes are
-interpolated perspective-correctly (linear in 1/z on the screen).
+interpolated perspective-correctly (linear in 1/z on the screen). Faces seen
+from behind can be dropped first (back-face culling, `outward`).
 `render_mesh` anti-aliases the silhouette: pixels along it are resampled on a
 4x4 grid, using only the triangles that touch them, so alpha is the covered
 fraction there, like Blender's.
+
+Shading (`shade`, `lambert`) is per vertex; cloth patterns (`Material`,
+`material_albedo`) are functions of 3D points, so no UV map is needed.
 """
 from dataclasses import dataclass
 
@@ -78,9 +86,9 @@ class Triangles:
     perspective-correct interpolation).
 
     `fragments` tests the candidate pixels of every triangle's bounding box:
-    triangles are grouped by the box's width and height rounded up to a power
-    of two, so each group is one dense (triangles x candidates) array
-    evaluated by broadcasting, without a per-candidate gather.
+    triangles are grouped by the box's longer side rounded up to a power of
+    two, so each group is one dense (triangles x candidates) array evaluated
+    by broadcasting, without a per-candidate gather.
 
     outward: None (keep both sides), or the sign (scalar or (F,)) that makes
     each face's winding normal point out of its closed mesh; then faces seen
@@ -140,16 +148,14 @@ class Triangles:
         triangles, inverse depth (N,) float64 1/metres) of every covered centre."""
         if len(self) == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-        log_w = np.ceil(np.log2(self.box_w)).astype(np.int64)
-        log_h = np.ceil(np.log2(self.box_h)).astype(np.int64)
-        group = log_w * 64 + log_h
+        group = np.ceil(np.log2(np.maximum(self.box_w, self.box_h))).astype(np.int64)  # box side <= 2**group
         order = np.argsort(group, kind="stable")
         bounds = np.flatnonzero(np.diff(group[order])) + 1
         pieces = []
         for members in np.split(order, bounds):
-            kw, kh = 1 << int(log_w[members[0]]), 1 << int(log_h[members[0]])
-            dj, di = _box_offsets(kw, kh)
-            per_chunk = max(1, _CHUNK_PIXELS // (kw * kh))
+            side = 1 << int(group[members[0]])
+            dj, di = _box_offsets(side)
+            per_chunk = max(1, _CHUNK_PIXELS // (side * side))
             for start in range(0, members.size, per_chunk):
                 pieces.append(self._test_box(members[start:start + per_chunk], dj, di))
         return tuple(np.concatenate([p[i] for p in pieces]) for i in range(3))
@@ -210,12 +216,12 @@ class Triangles:
 _OFFSETS = {}
 
 
-def _box_offsets(kw, kh):
-    """Column and row offsets (kw * kh,) float64 of a kw x kh box, cached."""
-    if (kw, kh) not in _OFFSETS:
-        dj, di = np.meshgrid(np.arange(kw, dtype=np.float64), np.arange(kh, dtype=np.float64))
-        _OFFSETS[(kw, kh)] = (dj.ravel(), di.ravel())
-    return _OFFSETS[(kw, kh)]
+def _box_offsets(side):
+    """Column and row offsets (side * side,) float64 of the pixels of a square box, cached."""
+    if side not in _OFFSETS:
+        dj, di = np.meshgrid(np.arange(side, dtype=np.float64), np.arange(side, dtype=np.float64))
+        _OFFSETS[side] = (dj.ravel(), di.ravel())
+    return _OFFSETS[side]
 
 
 def vertex_normals(vertices, faces):
@@ -224,17 +230,32 @@ def vertex_normals(vertices, faces):
     vertices: (V, 3) float; faces: (F, 3) int. The normals follow the faces'
     winding (right-hand rule); vertices on no face get a zero normal.
     """
-    vertices = np.asarray(vertices, np.float64)
-    corners = np.asarray(faces, np.int64).T  # (3, F)
-    x, y, z = (vertices[:, axis][corners] for axis in range(3))  # (3, F) each
-    ux, uy, uz = x[1] - x[0], y[1] - y[0], z[1] - z[0]
-    vx, vy, vz = x[2] - x[0], y[2] - y[0], z[2] - z[0]
-    face_normal = (uy * vz - uz * vy, uz * vx - ux * vz, ux * vy - uy * vx)  # |n| = 2 * area
-    index = corners.ravel()
-    normals = np.stack([np.bincount(index, weights=np.tile(n, 3), minlength=len(vertices))
-                        for n in face_normal], axis=1)
-    length = np.sqrt(np.einsum("vi,vi->v", normals, normals))[:, None]
-    return np.divide(normals, length, out=np.zeros_like(normals), where=length > 0)
+    return MeshNormals(faces, len(vertices))(vertices)
+
+
+class MeshNormals:
+    """`vertex_normals` of one mesh topology, for many vertex positions: the
+    sum of the faces' normals at each vertex is one sparse matrix product
+    (the face-vertex incidence, built once)."""
+
+    def __init__(self, faces, num_vertices):
+        import scipy.sparse
+
+        self.corners = np.ascontiguousarray(np.asarray(faces, np.int64).T)  # (3, F)
+        num_faces = self.corners.shape[1]
+        self.incidence = scipy.sparse.csr_matrix(
+            (np.ones(3 * num_faces), (self.corners.ravel(), np.tile(np.arange(num_faces), 3))),
+            shape=(num_vertices, num_faces))
+
+    def __call__(self, vertices):
+        vertices = np.asarray(vertices, np.float64)
+        x, y, z = (vertices[:, axis][self.corners] for axis in range(3))  # (3, F) each
+        ux, uy, uz = x[1] - x[0], y[1] - y[0], z[1] - z[0]
+        vx, vy, vz = x[2] - x[0], y[2] - y[0], z[2] - z[0]
+        face_normal = np.stack([uy * vz - uz * vy, uz * vx - ux * vz, ux * vy - uy * vx], axis=1)  # |n| = 2 area
+        normals = self.incidence @ face_normal
+        length = np.sqrt(np.einsum("vi,vi->v", normals, normals))[:, None]
+        return np.divide(normals, length, out=np.zeros_like(normals), where=length > 0)
 
 
 def outward_sign(vertices, faces):
@@ -262,26 +283,27 @@ def lambert(normals, albedo, light_dir, ambient=0.3):
     return np.asarray(albedo, np.float64) * (ambient + (1.0 - ambient) * diffuse)[:, None]
 
 
-#: Display gamma: colours are given and written in sRGB-like display values,
-#: light adds up in linear values (as a renderer such as Blender's does).
-GAMMA = 2.2
+#: Display gamma: colours are given and written in display values, light
+#: adds up in linear values (as a renderer such as Blender's does). 2 is
+#: close to sRGB's ~2.2 and makes the conversions a square and a square root.
+GAMMA = 2.0
 
 
 def shade(normals, albedo, lights, ambient):
     """Diffuse shading in linear light, per vertex: for display-valued albedo a,
-    (a^g * (ambient + sum_k max(0, n . l_k)))^(1/g), clipped to [0, 1], g = `GAMMA`.
+    sqrt(a^2 * (ambient + sum_k max(0, n . l_k))), clipped to [0, 1] (`GAMMA` 2).
 
     normals: (V, 3) unit outward normals; albedo: (V, 3) RGB in [0, 1];
     lights: (K, 3) directions towards each light, scaled by its intensity
     (a unit vector of intensity 1 lights a surface facing it to its albedo);
     ambient: uniform light from everywhere, same units. Returns (V, 3).
     Shading in linear light gives the soft falloff of real renders (a
-    surface at 60 degrees to a light is 73%, not 50%, as bright on screen).
+    surface at 60 degrees to a light is 71%, not 50%, as bright on screen).
     """
     lights = np.asarray(lights, np.float64).reshape(-1, 3)
-    irradiance = ambient + np.clip(np.asarray(normals, np.float64) @ lights.T, 0.0, None).sum(axis=1)
-    linear = np.asarray(albedo, np.float64) ** GAMMA * irradiance[:, None]
-    return np.clip(linear, 0.0, 1.0) ** (1.0 / GAMMA)
+    irradiance = ambient + np.maximum(np.asarray(normals, np.float64) @ lights.T, 0.0).sum(axis=1)
+    albedo = np.asarray(albedo, np.float64)
+    return np.sqrt(np.minimum(albedo * albedo * irradiance[:, None], 1.0))
 
 
 # ----------------------------------------------------------------------------

@@ -53,11 +53,14 @@ was ready. `stats()` reports the fraction of fresh frames served. Batches
 with pooled frames depend on timing; the first batch is always all fresh.
 
 Transfer: a batch of 64 float32 crops is 64 MiB with masks, too much for
-pipes (pickling costs the consumer more than the training step). Workers
-write each batch into a slot of one shared-memory block
-(`loader.SharedArrays`), only the paths and timings travel through a queue,
-and the consumer copies the slot out (`copy=True`) or hands out views of it
-(`copy=False`: valid until `hold` more batches have been taken).
+pipes (a pickle round trip costs the consumer 65-85 ms per batch on the
+H200 machine, copying it out of shared memory 15-19 ms). Workers write each
+batch into a slot of one shared-memory block (`loader.SharedArrays`), only
+the paths and timings travel through a queue, and the consumer gets views
+of the slot: no copy. A slot goes back to the workers when the last array of
+its batch (and every view of them) has been freed, so a batch stays valid as
+long as anything holds it; a consumer that keeps batches keeps their slots
+(`copy=True` hands out copies instead and frees the slot at once).
 
 Processes: 'spawn' workers (nothing of the parent's JAX or GPU state is
 inherited; with `loader.WORKER_ENVIRONMENT`: no GPU, one thread per numeric
@@ -68,11 +71,13 @@ ignore Ctrl-C (the consumer's KeyboardInterrupt unwinds and `close()` stops
 them), leave within a second when the parent dies, and are stopped by
 `close()`, leaving a `with` block, garbage collection or interpreter exit.
 """
+import gc
 import math
 import os
 import queue
 import signal
 import sys
+import threading
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -279,6 +284,22 @@ class BatchMaker:
             out[key][k] = sample[key]
 
 
+class _SlotLease:
+    """Gives a batch's shared-memory slot back (appends it to `free`) once
+    the last of its `count` arrays has been freed."""
+
+    def __init__(self, free, slot, count):
+        self.free, self.slot, self.count = free, slot, count
+        self.lock = threading.Lock()
+
+    def release_one(self):
+        with self.lock:
+            self.count -= 1
+            last = self.count == 0
+        if last:
+            self.free.append(self.slot)
+
+
 def _batch_specs(num_slots, batch_size):
     return {key: ((num_slots, batch_size) + shape, np.float32) for key, shape in BATCH_FIELDS.items()}
 
@@ -354,14 +375,16 @@ class SyntheticStream:
             fall behind; 0 (default): every frame is new.
         min_fresh: the smallest fraction of new frames in a batch when reusing.
         prefetch: batches made ahead beyond one per worker.
-        copy: batches own their arrays (True), or are views of shared memory
-            valid until `hold` further batches have been taken (False).
+        copy: hand out copies (the slot is reused at once) instead of views
+            of shared memory (the slot is reused once the batch is freed).
+        hold: batches the consumer may hold at a time without slowing the
+            workers down (extra slots).
     """
 
     def __init__(self, batch_size, seed=0, workers=None, frames_per_sequence=4, frame_stride=(4, 12),
                  augmentation=1, flip=False, voc_dir=None, occluder_dir=None, smpl_dir=None, models=None,
                  poses_file=None, garments="loose", cameras="varied", antialias=1, pool_size=0, min_fresh=0.25,
-                 prefetch=2, copy=True, hold=2):
+                 prefetch=2, copy=False, hold=2):
         for name, value, low in (("batch_size", batch_size, 1), ("frames_per_sequence", frames_per_sequence, 1),
                                  ("pool_size", pool_size, 0), ("prefetch", prefetch, 0), ("hold", hold, 1)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
@@ -413,6 +436,7 @@ class SyntheticStream:
         import multiprocessing
         context = multiprocessing.get_context("spawn")
         self.num_slots = self.workers + int(prefetch) + (0 if self.copy else self.hold)
+        self._last_handout = None  # when the consumer last got a batch (its step time is the gap)
         self._slots = SharedArrays(_batch_specs(self.num_slots, self.config.batch_size))
         self._tasks, self._results = context.Queue(), context.Queue()
         capacity = -(-self.pool_size // self.workers) if self.pool_size else 0
@@ -425,8 +449,7 @@ class SyntheticStream:
         with _environment(WORKER_ENVIRONMENT):
             for process in self._processes:
                 process.start()
-        self._free = list(range(self.num_slots))
-        self._held = []          # slots handed out as views (copy=False), oldest first
+        self._free = list(range(self.num_slots))  # appended to by `_SlotLease`, possibly from other threads
         self._done = {}          # batch index -> (slot, paths, fresh)
         self._next_submit = 0
         self._next_yield = 0
@@ -502,32 +525,49 @@ class SyntheticStream:
             self._next_submit += 1
 
     def _batch_from_workers(self):
-        if not self.copy:
-            while len(self._held) >= self.hold:
-                self._free.append(self._held.pop(0))
+        arrived = time.perf_counter()
         self._submit()
         index = self._next_yield
-        waited = index not in self._done
-        started = time.perf_counter()
+        if index >= self._next_submit:  # every slot is held by batches the consumer still has
+            gc.collect()  # batches in reference cycles
+            self._submit()
+            if index >= self._next_submit:
+                raise StreamError(f"the consumer holds all {self.num_slots} batches of shared memory: keep "
+                                  "fewer batches, or make the stream with a larger `hold`, or with copy=True")
         while index not in self._done:
             self._receive()
-        self._served["wait_s"] += time.perf_counter() - started
+        waited = time.perf_counter() - arrived
+        self._served["wait_s"] += waited
         if self.pool_size and index >= self.num_slots:  # the first batches wait for the workers to start
-            self.fresh_fraction = (max(self.min_fresh, self.fresh_fraction * FRESH_DECREASE) if waited
+            step = arrived - self._last_handout
+            behind = waited > max(0.001, 0.05 * step)  # the consumer waited for more than 5% of its step
+            self.fresh_fraction = (max(self.min_fresh, self.fresh_fraction * FRESH_DECREASE) if behind
                                    else min(1.0, self.fresh_fraction + FRESH_INCREASE))
         slot, paths, fresh = self._done.pop(index)
         self._next_yield += 1
         started = time.perf_counter()
-        arrays = {key: array[slot] for key, array in self._slots.arrays.items()}
+        arrays = {key: self._slot_array(key, slot) for key in self._slots.arrays}
         if self.copy:
             arrays = {key: value.copy() for key, value in arrays.items()}
             self._free.append(slot)
         else:
-            self._held.append(slot)
+            lease = _SlotLease(self._free, slot, len(arrays))
+            for value in arrays.values():
+                weakref.finalize(value, lease.release_one)
         self._served["copy_s"] += time.perf_counter() - started
         batch = self._finish(arrays, paths, fresh)
         self._submit()
+        self._last_handout = time.perf_counter()
         return batch
+
+    def _slot_array(self, key, slot):
+        """Array `key` of slot `slot`, a view whose base is the shared memory
+        itself (not the array of all slots), so that every view taken of it
+        keeps it, and with it the slot's lease, alive."""
+        whole = self._slots.arrays[key]
+        memory = self._slots.memory.buf
+        offset = whole.ctypes.data - np.frombuffer(memory, np.uint8, count=1).ctypes.data + slot * whole.strides[0]
+        return np.ndarray(whole.shape[1:], whole.dtype, buffer=memory, offset=offset)
 
     def _receive(self):
         try:
