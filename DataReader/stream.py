@@ -403,6 +403,9 @@ class SyntheticStream:
         if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 0:
             raise ValueError(f"SyntheticStream: workers must be an int >= 0, got {workers!r}")
         low, high = frame_stride
+        if not 1 <= int(low) <= int(high):
+            raise ValueError(f"SyntheticStream: frame_stride must be (low, high) with 1 <= low <= high, "
+                             f"got {frame_stride!r}")
         FrameAugmenter(augmentation, flip=flip, occluders=OccluderBank.from_options(voc_dir, occluder_dir)
                        if augmentation >= 2 else None)  # checks the mode and its occluders here, once
         if models is None:  # found once here: a bad smpl_dir fails here, named, not in every worker
@@ -425,7 +428,7 @@ class SyntheticStream:
         self.workers, self.pool_size, self.min_fresh = int(workers), int(pool_size), float(min_fresh)
         self.copy, self.hold = bool(copy), int(hold)
         self.fresh_fraction = 1.0
-        self._served = {"batches": 0, "frames": 0, "fresh": 0, "wait_s": 0.0, "copy_s": 0.0}
+        self._served = {"batches": 0, "frames": 0, "fresh": 0, "wait_s": 0.0, "handout_s": 0.0}
         self._timings = {}
         self._maker = None
         self._processes = []
@@ -477,7 +480,8 @@ class SyntheticStream:
     def stats(self):
         """Frames served and made: batches, frames, fresh (new frames),
         fresh_fraction (fresh / frames), wait_s (consumer time spent waiting
-        for workers), copy_s (consumer time copying batches out), and
+        for workers), handout_s (consumer time handing batches out: making
+        views, or copies with copy=True), and
         per_frame_ms {pose, scene, raster, augment} summed over workers,
         per new frame, made (new frames made so far), and worker_modules
         (any of `FRAMEWORKS` the workers imported: none is expected)."""
@@ -554,7 +558,7 @@ class SyntheticStream:
             lease = _SlotLease(self._free, slot, len(arrays))
             for value in arrays.values():
                 weakref.finalize(value, lease.release_one)
-        self._served["copy_s"] += time.perf_counter() - started
+        self._served["handout_s"] += time.perf_counter() - started
         batch = self._finish(arrays, paths, fresh)
         self._submit()
         self._last_handout = time.perf_counter()
