@@ -355,7 +355,8 @@ def material_albedo(material, points):
         albedo = (1.0 - t) * colours[0] + t * colours[1]
     elif kind == "cells":  # coloured cells with dark seams (patchwork, stained glass)
         cell, seam = voronoi_cells(local, material.seed)
-        albedo = colours[(1 + cell % max(len(colours) - 1, 1)) % len(colours)] * np.where(seam < 0.08, 0.25, 1.0)[:, None]
+        albedo = colours[(1 + cell % max(len(colours) - 1, 1)) % len(colours)]
+        albedo = albedo * np.where(seam < 0.08, 0.25, 1.0)[:, None]
     elif kind == "dots":  # dots of colour 1 on a square lattice
         offset = local[:, :2] - np.floor(local[:, :2]) - 0.5
         albedo = colours[(np.hypot(offset[:, 0], offset[:, 1]) < 0.3).astype(np.int64) % len(colours)]

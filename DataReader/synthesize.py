@@ -562,7 +562,8 @@ class BodyRegions:
         waist_y = joints[0, 1] + outfit.waist
         front = self.rest[:, 2] > joints[_NECK, 2]
         neck_y = joints[_NECK, 1] - np.where(front, outfit.neckline, outfit.neckline / 3.0)
-        top = (trunk & (y >= waist_y) & (y < neck_y)) | (on_arm & ~hand & (np.nan_to_num(self.arm, nan=9) < outfit.sleeve))
+        sleeve = on_arm & ~hand & (np.nan_to_num(self.arm, nan=9) < outfit.sleeve)
+        top = (trunk & (y >= waist_y) & (y < neck_y)) | sleeve
         if outfit.bottom in ("skirt", "dress"):  # painted down the legs to the hem (under the shell when loose)
             leg_length = np.linalg.norm(joints[7] - joints[1])
             leg_end = (outfit.length - (waist_y - joints[1, 1])) / leg_length
