@@ -168,6 +168,23 @@ def test_float16_weights_load_to_float16_precision(tmp_path):
     assert_all_equal(weights(other_optimizer), weights(optimizer))  # the optimizer stays float32
 
 
+def test_float16_keeps_arrays_that_overflow_it(tmp_path):
+    """Batch-norm moving variances of a trained SHN reach 1e5-1e7: stored as float16
+    they became inf (found in the first H200 run), so such arrays stay float32."""
+    model = small_dae(0)
+    big = [v for v in model.non_trainable_variables if "moving_variance" in v.path][0]
+    big.assign(np.full(big.shape, 3.0e6, np.float32))
+    store = CheckpointStore(tmp_path, "small")
+    store.save("best", {"dae": model}, {"kind": "dae"}, weights_dtype="float16")
+    other = small_dae(1)
+    store.restore("best", {"dae": other})
+    restored = [v for v in other.non_trainable_variables if "moving_variance" in v.path][0]
+    np.testing.assert_array_equal(np.asarray(restored), np.full(big.shape, 3.0e6, np.float32))
+    for restored, original in zip(weights(other), weights(model)):
+        assert np.all(np.isfinite(restored))
+        np.testing.assert_allclose(restored, original, rtol=2.0 ** -11, atol=6e-8)
+
+
 # ------------------------------------------------------------------ bad files
 def test_corrupt_files_give_one_line_naming_the_path(tmp_path):
     model = small_dae(0)

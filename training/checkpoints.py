@@ -136,7 +136,8 @@ def _is_optimizer(obj):
 
 # ------------------------------------------------------------- object files
 def _cast_weights_file(source, target, dtype):
-    """Copy the HDF5 file ``source`` to ``target`` with its floating-point arrays stored as ``dtype``."""
+    """Copy the HDF5 file ``source`` to ``target`` with its floating-point arrays stored as
+    ``dtype``, except arrays whose values overflow ``dtype`` (kept as they are)."""
     import h5py
 
     with h5py.File(source, "r") as src, h5py.File(target, "w") as dst:
@@ -148,7 +149,13 @@ def _cast_weights_file(source, target, dtype):
             else:
                 data = item[()]
                 if data.dtype.kind == "f" and "dtype" not in item.attrs:  # "dtype" marks Keras' bfloat16
-                    data = np.asarray(data, dtype=dtype)
+                    with np.errstate(over="ignore"):
+                        cast = np.asarray(data, dtype=dtype)
+                    # An array the smaller type cannot hold stays as it is: the SHN's
+                    # batch-norm moving variances reach 1e5-1e7, past float16's 65504,
+                    # and an infinite variance would silence its channels.
+                    if np.all(np.isfinite(cast) | ~np.isfinite(data)):
+                        data = cast
                 out = dst.create_dataset(name, data=data)
             out.attrs.update(item.attrs)
 
