@@ -104,6 +104,10 @@ class Steps:
         layers = self.batch_norm_layers()
         momenta = [layer.momentum for layer in layers]
         sums, count = None, 0
+        # Finite starting values: with momentum 0 the old statistics are multiplied
+        # by 0, and inf * 0 (a statistic lost to an overflow) would stay NaN.
+        self._set_batch_norm_statistics(layers, [np.full(v.shape, float(k % 2), np.float32) for k, v in enumerate(
+            v for layer in layers for v in (layer.moving_mean, layer.moving_variance))])
         try:
             for layer in layers:
                 layer.momentum = 0.0  # moving statistics := this batch's statistics

@@ -1,0 +1,80 @@
+#!/usr/bin/env python
+"""SHN accuracy next to the mean-pose baseline (the README's accuracy figures).
+
+    python tools/shn_accuracy.py GPU_ID CHECKPOINT --data DIR [--list val.txt]
+        [--baseline-data DIR --baseline-list train.txt] [--tmp DIR] [--batch-size 8]
+
+CHECKPOINT is a name under TMP/checkpoints, or ``pretrained``. Prints the
+all-points / joints / landmarks error in mm of the last stack's soft-argmax
+with ``training=False`` over the list, and of the baseline that predicts, for
+every frame, the mean of the 41 root-relative points over the baseline list
+(default: the same data's train.txt).
+"""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def mean_pose(data, list_name):
+    """(41, 3) mean of the ground-truth points over a data list."""
+    import DataReader
+
+    arrays = DataReader.SMPLRArrays.from_list(data, data / list_name)
+    return arrays.points.reshape(len(arrays), 41, 3).mean(axis=0)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("gpu_id", metavar="GPU_ID")
+    parser.add_argument("checkpoint", metavar="CHECKPOINT")
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--list", default="val.txt")
+    parser.add_argument("--baseline-data", default=None)
+    parser.add_argument("--baseline-list", default="train.txt")
+    parser.add_argument("--tmp", default="tmp")
+    parser.add_argument("--batch-size", type=int, default=8)
+    args = parser.parse_args(argv)
+
+    from training.device import select_device
+
+    select_device(args.gpu_id)
+    import numpy as np
+    from keras import ops
+
+    import DataReader
+    from models import SHN, soft_argmax
+    from training.checkpoints import CheckpointStore, load_named
+    from training.evaluate import checkpoint_location
+    from training.metrics import point_errors_mm, summarize_point_errors
+    from training.steps import make_steps
+
+    root, name = checkpoint_location(args.tmp, args.checkpoint, "shn")
+    state = CheckpointStore(root, name).read_state("best")
+    config = state.get("config", {})
+    shn = SHN(num_stacks=int(config.get("num_stacks", 5)), num_features=int(config.get("num_features", 256)))
+    shn(np.zeros((1, 256, 256, 3), np.float32))
+    load_named(root, name, {"shn": shn}, kinds=("shn",), purpose="score")
+    steps = make_steps([shn], None, lambda batch, training: {
+        "points": soft_argmax(shn(batch["image"], training=training)[-1])})
+    data = Path(args.data)
+    baseline = mean_pose(Path(args.baseline_data or args.data), args.baseline_list)
+    errors, base_errors = [], []
+    with DataReader.shn_batches(data, data / args.list, args.batch_size, training=False, workers=0) as batches:
+        for batch in batches:
+            predicted = np.asarray(ops.convert_to_numpy(steps.evaluate(batch)["points"]))
+            errors.append(point_errors_mm(predicted, batch["points"]))
+            base_errors.append(point_errors_mm(np.broadcast_to(baseline, batch["points"].shape), batch["points"]))
+    shn_summary = summarize_point_errors(np.concatenate(errors))
+    base_summary = summarize_point_errors(np.concatenate(base_errors))
+    frames = sum(len(e) for e in errors)
+    print(f"{data / args.list}: {frames} frames; SHN {args.checkpoint} (training=False) vs mean pose of "
+          f"{Path(args.baseline_data or args.data) / args.baseline_list}")
+    print(f"{'error (mm)':14s} {'joints':>8s} {'landmarks':>10s} {'all':>8s}")
+    for label, summary in (("SHN", shn_summary), ("mean pose", base_summary)):
+        print(f"{label:14s} {summary['joints']:8.1f} {summary['landmarks']:10.1f} {summary['all']:8.1f}")
+
+
+if __name__ == "__main__":
+    main()
