@@ -60,7 +60,7 @@ from multiprocessing import shared_memory
 import numpy as np
 
 from .augment import FrameAugmenter, add_point_noise, standardize_image_np
-from .cloth3d import CROP_SIZE_PX, CLOTH3DReader, FrameTargets, SMPLRArrays, read_list
+from .cloth3d import CLOTH3DReader, FrameTargets, SMPLRArrays, read_list
 from .occlusion import OccluderBank
 from .samples import SHNSampleLoader, numpy_rng
 
@@ -223,6 +223,21 @@ def _portable_error(error):
         return RuntimeError(f"DataReader.loader worker {os.getpid()}: {type(error).__name__}: {error}\n{text}")
 
 
+def worker_tasks(tasks, parent_pid):
+    """A worker's tasks from `tasks` until it sends None or the parent process is gone
+    (checked every `POLL_SECONDS`, so orphaned workers leave on their own)."""
+    while True:
+        try:
+            task = tasks.get(timeout=POLL_SECONDS)
+        except queue.Empty:
+            if os.getppid() != parent_pid:
+                return
+            continue
+        if task is None:
+            return
+        yield task
+
+
 def _worker_main(setup, tasks, results, parent_pid):
     """A worker's loop: (generation, serial, index, seeds, slot) tasks in,
     (generation, serial, slot, small arrays or None, error or None) out; the
@@ -240,15 +255,7 @@ def _worker_main(setup, tasks, results, parent_pid):
     except BaseException as error:  # noqa: BLE001 - reported to the parent, which raises it
         results.put((None, None, None, None, _portable_error(error)))
         return
-    while True:
-        try:
-            task = tasks.get(timeout=POLL_SECONDS)
-        except queue.Empty:
-            if os.getppid() != parent_pid:
-                return
-            continue
-        if task is None:
-            return
+    for task in worker_tasks(tasks, parent_pid):
         generation, serial, index, seeds, slot = task
         try:
             sample = load_standardized(sample_loader, index, seeds, setup["image_noise"])

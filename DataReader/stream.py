@@ -98,7 +98,7 @@ from . import synthesize
 from .augment import FrameAugmenter, standardize_image_np
 from .cloth3d import (CROP_SIZE_PX, NUM_JOINTS, NUM_POINTS, Sequence, compose_affine, crop_rgba,
                       sample_dict)
-from .loader import (POLL_SECONDS, WORKER_ENVIRONMENT, SharedArrays, _environment, _portable_error,
+from .loader import (POLL_SECONDS, WORKER_ENVIRONMENT, SharedArrays, _environment, _portable_error, worker_tasks,
                      _stop_workers)
 from .occlusion import OccluderBank
 
@@ -337,15 +337,7 @@ def _worker_main(config, pool_capacity, slots_handle, tasks, results, parent_pid
     except BaseException as error:  # noqa: BLE001 - reported to the parent, which raises it
         results.put((None, None, None, None, None, _portable_error(error)))
         return
-    while True:
-        try:
-            task = tasks.get(timeout=POLL_SECONDS)
-        except queue.Empty:
-            if os.getppid() != parent_pid:
-                return
-            continue
-        if task is None:
-            return
+    for task in worker_tasks(tasks, parent_pid):
         slot, batch_index, fresh = task
         try:
             out = {key: array[slot] for key, array in slots.arrays.items()}
