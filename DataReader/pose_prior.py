@@ -25,7 +25,7 @@ import numpy as np
 from scipy.interpolate import PchipInterpolator
 from scipy.spatial.transform import Rotation
 
-NUM_JOINTS = 24
+from smpl.constants import NUM_JOINTS
 
 #: Per-joint limits of the axis-angle components (radians): JOINT_LIMITS[j] =
 #: ((x_lo, x_hi), (y_lo, y_hi), (z_lo, z_hi)). Joint 0 (global) is sampled apart.

@@ -14,7 +14,8 @@ import numpy as np
 from keras import ops
 
 from smpl import kinematics
-from smpl.constants import NUM_SHAPE
+from smpl import transforms
+from smpl.constants import NUM_JOINTS, NUM_SHAPE
 
 from .dae import DenseBatchNormELU, dense
 
@@ -22,7 +23,7 @@ TRUNK_UNITS = (1024, 1024, 512, 512, 512, 256, 256)
 #: Index in TRUNK_UNITS of the layer (e41) the side branch starts from.
 SIDE_BRANCH_FROM = 4
 SIDE_BRANCH_UNITS = 256
-NUM_POSE = 24 * 9
+NUM_POSE = NUM_JOINTS * 9  # 24 row-major 3x3 rotation matrices
 
 
 class TrunkAndSideBranch(keras.Model):
@@ -69,17 +70,9 @@ class PoseNet(TrunkAndSideBranch):
 
 
 def nearest_rotation(matrices):
-    """The rotation nearest (Frobenius) to each 3x3 matrix: (..., 3, 3) -> (..., 3, 3).
-
-    R = U diag(1, 1, det(U V^T)) V^T from the SVD M = U S V^T, so a reflection
-    never comes out. The pose net's tanh outputs are only roughly rotations;
-    SMPL posed with them stretches every bone down the chain.
-    """
-    u, _, vt = ops.svd(ops.convert_to_tensor(matrices, dtype="float32"))
-    det = ops.linalg.det(ops.matmul(u, vt))
-    ones = ops.ones_like(det)
-    fix = ops.stack([ones, ones, det], axis=-1)[..., None, :]  # scales U's last column
-    return ops.matmul(u * fix, vt)
+    """The rotation nearest (Frobenius) to each 3x3 matrix, float32 backend tensors
+    (..., 3, 3) -> (..., 3, 3): `smpl.transforms.nearest_rotation` on `keras.ops`."""
+    return transforms.nearest_rotation(matrices, xp=ops)
 
 
 class SMPLR(keras.Model):

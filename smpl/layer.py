@@ -31,6 +31,7 @@ from keras import ops
 
 from .constants import NUM_BETAS, NUM_JOINTS, NUM_SHAPE
 from .io import SMPLModel, load_model
+from .transforms import along_chain
 
 
 def rodrigues(axis_angle):
@@ -122,11 +123,7 @@ def world_transforms(rotations, rest_joints, parents):
     homogeneous_row = np.zeros((4, 4), np.float32)
     homogeneous_row[3, 3] = 1.0
     local = ops.pad(local, [[0, 0], [0, 0], [0, 1], [0, 0]]) + homogeneous_row  # (B, 24, 4, 4)
-    local = ops.unstack(local, num=NUM_JOINTS, axis=1)
-    chain = [local[0]]
-    for k in range(1, NUM_JOINTS):
-        chain.append(ops.matmul(chain[parents[k]], local[k]))
-    world = ops.stack(chain, axis=1)
+    world = along_chain(local, parents, xp=ops)
     return world[:, :, :3, :3], world[:, :, :3, 3]
 
 

@@ -1,6 +1,7 @@
 """SHN, DAE, ShapeNet, PoseNet, SMPLR and Pipeline: the original's parameter counts,
 wiring against direct computations, gradient flow and small overfit runs."""
 import keras
+from keras import ops
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -260,6 +261,37 @@ def test_nearest_rotation_keeps_rotations_and_never_reflects():
     assert np.degrees(angle.magnitude()).max() < 10.0
     reflected = rotations * np.array([1.0, 1.0, -1.0])
     np.testing.assert_allclose(np.linalg.det(np.asarray(nearest_rotation(reflected), np.float64)), 1.0, atol=1e-5)
+
+
+def test_nearest_rotation_one_definition_for_keras_and_numpy():
+    """models.smplr (keras.ops, float32) and training.metrics (NumPy, float64) project
+    with the same function, and agree with a float64 SVD reference."""
+    from smpl import transforms
+    from training import metrics
+
+    assert metrics.nearest_rotation is transforms.nearest_rotation
+    matrices = np.random.default_rng(9).uniform(-1.0, 1.0, (40, 3, 3))
+    u, _, vt = np.linalg.svd(matrices)
+    d = np.sign(np.linalg.det(u @ vt))
+    reference = u @ (np.eye(3) * np.stack([np.ones_like(d), np.ones_like(d), d], -1)[..., None, :]) @ vt
+    evaluated = metrics.nearest_rotation(matrices)
+    assert evaluated.dtype == np.float64
+    np.testing.assert_allclose(evaluated, reference, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(nearest_rotation(matrices), np.float64), reference, atol=1e-5)
+
+
+def test_along_chain_equals_hand_composed_transforms():
+    from smpl.transforms import along_chain
+
+    rotations = Rotation.random(2 * 24, random_state=3).as_matrix().reshape(2, 24, 3, 3)
+    world = along_chain(rotations, kinematics.SMPL_PARENTS)
+    # Left wrist (20): pelvis 0 -> spine1 3 -> spine2 6 -> spine3 9 -> collar 13 -> shoulder 16 -> elbow 18 -> 20.
+    expected = np.eye(3)
+    for joint in (0, 3, 6, 9, 13, 16, 18, 20):
+        expected = expected @ rotations[1, joint]
+    np.testing.assert_allclose(world[1, 20], expected, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(along_chain(ops.convert_to_tensor(rotations, "float32"),
+                                                      kinematics.SMPL_PARENTS, xp=ops)), world, atol=1e-5)
 
 
 def test_smplr_shapepose_gradients_reach_every_variable(smpl_layer):

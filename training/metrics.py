@@ -6,8 +6,11 @@ Euclidean distances in millimetres, averaged over samples and points.
 """
 import numpy as np
 
-NUM_POINTS = 41
-NUM_JOINTS = 23
+from smpl.constants import NUM_JOINTS as NUM_SMPL_JOINTS, NUM_POINTS
+from smpl.transforms import nearest_rotation  # noqa: F401  (float64 NumPy by default; re-exported)
+
+#: Joint points among the 41 (SMPL joints 1..23, points 0..22); the rest are landmarks.
+NUM_JOINTS = NUM_SMPL_JOINTS - 1
 
 #: SPEC joint groups, as indices into the 24 SMPL joints (never joint 0).
 JOINT_GROUPS = {
@@ -64,24 +67,11 @@ def group_errors(errors_mm):
             for group, joints in JOINT_GROUPS.items()}
 
 
-def nearest_rotation(matrices):
-    """Closest rotation (Frobenius norm) to each 3x3 matrix (..., 3, 3), via SVD.
-
-    The pose net regresses matrices through a tanh, not exactly orthonormal.
-    """
-    m = np.asarray(matrices, dtype=np.float64)
-    u, _, vt = np.linalg.svd(m)
-    det = np.linalg.det(u @ vt)
-    fix = np.ones(m.shape[:-1])
-    fix[..., -1] = det
-    return (u * fix[..., None, :]) @ vt
-
-
 def rotation_errors_deg(pred, target, project=True):
     """Geodesic angle (B, J) in degrees between rotation matrices (B, J, 3, 3).
 
     ``project``: first map ``pred`` to the nearest rotation (see
-    :func:`nearest_rotation`); the angle is arccos((trace(P^T T) - 1) / 2).
+    :func:`smpl.transforms.nearest_rotation`, float64); the angle is arccos((trace(P^T T) - 1) / 2).
     """
     pred = np.asarray(pred, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)

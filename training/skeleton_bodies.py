@@ -23,6 +23,7 @@ import numpy as np
 
 from DataReader import SMPLRArrays
 from smpl import kinematics
+from smpl.transforms import along_chain
 from training import TrainingError
 from training.synthetic_bodies import sample_parameters
 
@@ -46,11 +47,8 @@ MAX_FIT_ERROR_M = 0.01
 
 
 def world_rotations(rotations):
-    """Joint world rotations (N, 24, 3, 3) from SMPL's parent-relative ones (N, 24, 3, 3)."""
-    world = [rotations[:, 0]]
-    for joint in range(1, kinematics.NUM_JOINTS):
-        world.append(world[kinematics.SMPL_PARENTS[joint]] @ rotations[:, joint])
-    return np.stack(world, axis=1)
+    """Joint world rotations (N, 24, 3, 3) float64 from SMPL's parent-relative ones (N, 24, 3, 3)."""
+    return along_chain(np.asarray(rotations, np.float64), kinematics.SMPL_PARENTS)
 
 
 def skeleton_offsets(points, rotations):
@@ -59,7 +57,7 @@ def skeleton_offsets(points, rotations):
     points (N, 41, 3) root-relative, metres; rotations (N, 24, 3, 3). Node 0
     (the root, at the origin) gets a zero offset.
     """
-    points, world = np.asarray(points, np.float64), world_rotations(np.asarray(rotations, np.float64))
+    points, world = np.asarray(points, np.float64), world_rotations(rotations)
     nodes = np.concatenate([np.zeros_like(points[:, :1]), points], axis=1)
     parents = ATTACHMENT[1:]
     offsets = np.einsum("npji,npj->npi", world[:, parents], nodes[:, 1:] - nodes[:, parents])
@@ -68,7 +66,7 @@ def skeleton_offsets(points, rotations):
 
 def pose_skeleton(offsets, rotations):
     """Forward kinematics: points (N, 41, 3) of skeletons (N, 42, 3) in poses (N, 24, 3, 3)."""
-    world = world_rotations(np.asarray(rotations, np.float64))
+    world = world_rotations(rotations)
     offsets = np.asarray(offsets, np.float64)
     nodes = [np.zeros((len(world), 3))]
     for node in range(1, NUM_NODES):  # ATTACHMENT[node] < node, so parents come first

@@ -26,6 +26,7 @@ from keras import ops
 import DataReader
 import smpl
 from models import DAE, SMPLR, dae_loss, pose_loss, shape_loss, shapepose_loss
+from models.smplr import nearest_rotation
 from smpl import kinematics
 from smpl.io import OPEN_BODY_FILES
 from training import TrainingError
@@ -219,7 +220,8 @@ class SMPLRStage(Stage):
             vertices, joints = self.smpl_layer(batch["rotations"], out["shape"])
             out["points"] = self.smpl_layer.points41(vertices, joints)
         elif self.kind == "pose":
-            rotations = ops.reshape(out["pose"], (-1, 24, 3, 3))
+            # The same projection as SMPLR at inference: SMPL posed with valid rotations.
+            rotations = nearest_rotation(ops.reshape(out["pose"], (-1, kinematics.NUM_JOINTS, 3, 3)))
             vertices, joints = self.smpl_layer(rotations, batch["shape"])
             out["points"] = self.smpl_layer.points41(vertices, joints)
         keep = ("loss", "points", "shape", "pose")

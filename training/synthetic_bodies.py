@@ -13,8 +13,8 @@ from scipy.spatial.transform import Rotation
 
 from DataReader import SMPLRArrays
 from DataReader import pose_prior
+from smpl.constants import NUM_BETAS
 
-NUM_BETAS = 10
 BETA_CLIP = 2.5
 
 
