@@ -15,6 +15,19 @@ indexing):
   (row i, column j, slice k) is centred at v = (j, i, k). A point is "in" the
   cell whose centre is nearest, i.e. (round(v_y), round(v_x), round(v_z)).
 
+Grid axes (`GRID_AXES`): the "x, y, z" above are the point's axes *on the
+grid*. With `axes="world"` (SPEC, the default) they are the world axes of the
+root-relative points (z up), so the body's vertical lies on the 16 coarse
+depth slices. With `axes="camera"` a world point p is first turned to the
+CLOTH3D camera's axes, q = R p = (y, -z, -x) (`DataReader.camera`'s
+R_WORLD_TO_CAMERA): columns follow the image's horizontal (world +y, growing
+with image x), rows the image's vertical (world -z, growing downwards like
+image y), depth slices the distance along the camera axis (world -x).
+`to_grid_axes` / `from_grid_axes` apply and undo that fixed signed
+permutation; a grid built with `axes` applies it inside `points_to_voxels`
+and undoes it in `voxels_to_points`, so points in and out are always in
+world axes.
+
 `VoxelGrid.points_to_voxels` and `VoxelGrid.voxels_to_points` are exact
 inverses; `soft_argmax` reads points back through the same grid.
 """
@@ -29,26 +42,65 @@ GRID_EXTENT = 2.5
 GRID_SIZE = 64
 GRID_DEPTH = 16
 
+#: Grid axes (`--grid-axes`): the rotation (3, 3) taking a world-axes point to
+#: the axes the grid's (columns, rows, depth slices) follow.
+GRID_AXES = {
+    "world": np.eye(3, dtype=np.float32),
+    # The CLOTH3D camera's OpenCV axes: x right = world y, y down = world -z,
+    # z forward = world -x (equal to DataReader.camera.R_WORLD_TO_CAMERA).
+    "camera": np.array([[0.0, 1.0, 0.0], [0.0, 0.0, -1.0], [-1.0, 0.0, 0.0]], np.float32),
+}
+
+
+def _axes_rotation(axes):
+    if axes not in GRID_AXES:
+        raise ValueError(f"grid axes must be one of {', '.join(GRID_AXES)}, got {axes!r}")
+    return GRID_AXES[axes]
+
+
+def to_grid_axes(points, axes="world"):
+    """World-axes points (..., 3) -> the same points in grid axes `axes` (..., 3) float32.
+
+    "world" returns the points unchanged; "camera" gives (y, -z, -x).
+    """
+    rotation = _axes_rotation(axes)
+    points = ops.convert_to_tensor(points, dtype="float32")
+    return points if axes == "world" else ops.matmul(points, ops.convert_to_tensor(rotation.T))
+
+
+def from_grid_axes(points, axes="world"):
+    """Grid-axes points (..., 3) of grid axes `axes` -> world-axes points (..., 3) float32.
+
+    The inverse of `to_grid_axes` (the rotation is a signed permutation, so its
+    inverse is its transpose).
+    """
+    rotation = _axes_rotation(axes)
+    points = ops.convert_to_tensor(points, dtype="float32")
+    return points if axes == "world" else ops.matmul(points, ops.convert_to_tensor(rotation))
+
 
 class VoxelGrid:
     """The SHN's voxel grid: (H, W, D) = (size, size, depth) cells over `extent` metres.
 
-    See the module docstring for which point axis maps to which array axis.
+    `axes` ("world" or "camera", `GRID_AXES`): which axes of a world-axes
+    point the columns, rows and depth slices follow. See the module docstring
+    for which grid axis maps to which array axis.
     """
 
-    def __init__(self, size=GRID_SIZE, depth=GRID_DEPTH, extent=GRID_EXTENT):
+    def __init__(self, size=GRID_SIZE, depth=GRID_DEPTH, extent=GRID_EXTENT, axes="world"):
         if int(size) < 1 or int(depth) < 1 or not extent > 0:
             raise ValueError(f"VoxelGrid: size, depth and extent must be positive, got "
                              f"size={size}, depth={depth}, extent={extent}")
-        self.size, self.depth, self.extent = int(size), int(depth), float(extent)
+        _axes_rotation(axes)
+        self.size, self.depth, self.extent, self.axes = int(size), int(depth), float(extent), axes
 
     @classmethod
-    def for_heatmaps(cls, heatmaps, extent=GRID_EXTENT):
+    def for_heatmaps(cls, heatmaps, extent=GRID_EXTENT, axes="world"):
         """The grid matching heatmaps of shape (..., H, W, D, C) (requires H == W)."""
         height, width, depth = tuple(heatmaps.shape[-4:-1])
         if height != width:
             raise ValueError(f"VoxelGrid: heatmaps must be square in H and W, got shape {tuple(heatmaps.shape)}")
-        return cls(size=height, depth=depth, extent=extent)
+        return cls(size=height, depth=depth, extent=extent, axes=axes)
 
     @property
     def shape(self):
@@ -61,23 +113,24 @@ class VoxelGrid:
 
     @property
     def cells_per_axis(self):
-        """Voxels across the extent along the point's x, y, z axes: (W, H, D) float32."""
+        """Voxels across the extent along the grid axes x, y, z: (W, H, D) float32."""
         return np.array([self.size, self.size, self.depth], np.float32)
 
     @property
     def voxel_size(self):
-        """Edge lengths of one voxel along x, y, z, metres (3,) float32."""
+        """Edge lengths of one voxel along the grid axes x, y, z, metres (3,) float32."""
         return np.float32(self.extent) / self.cells_per_axis
 
     def points_to_voxels(self, points):
-        """Voxel coordinates (..., 3) (x, y, z order, continuous) of points (..., 3) in metres."""
-        points = ops.convert_to_tensor(points, dtype="float32")
+        """Voxel coordinates (..., 3) ((column, row, slice) order, continuous) of
+        world-axes points (..., 3) in metres."""
+        points = to_grid_axes(points, self.axes)
         return (points / self.extent + 0.5) * self.cells_per_axis
 
     def voxels_to_points(self, voxels):
-        """Points (..., 3) in metres of voxel coordinates (..., 3) (x, y, z order)."""
+        """World-axes points (..., 3) in metres of voxel coordinates (..., 3) ((column, row, slice) order)."""
         voxels = ops.convert_to_tensor(voxels, dtype="float32")
-        return (voxels / self.cells_per_axis - 0.5) * self.extent
+        return from_grid_axes((voxels / self.cells_per_axis - 0.5) * self.extent, self.axes)
 
     def voxel_centres(self):
         """Voxel coordinates (H*W*D, 3) float32 of every cell centre, (x, y, z) order,
@@ -184,11 +237,12 @@ def limb_heatmaps(points, bone_starts, bone_ends, grid=None):
     return ops.transpose(limbs, (0, 2, 3, 4, 1))
 
 
-def soft_argmax(heatmaps, num_points=41, extent=GRID_EXTENT):
-    """Points (B, num_points, 3) in metres read from heatmap logits (B, H, W, D, C).
+def soft_argmax(heatmaps, num_points=41, extent=GRID_EXTENT, axes="world"):
+    """World-axes points (B, num_points, 3) in metres read from heatmap logits (B, H, W, D, C).
 
     Per channel: softmax over all H*W*D voxels, then the expected voxel centre,
-    mapped back to metres through the grid convention of this module. The
+    mapped back to metres through the grid convention of this module; `axes`
+    are the grid axes the heatmaps were trained with (`GRID_AXES`). The
     first `num_points` channels are read (the SHN's limb maps follow them);
     `num_points=None` reads every channel. Computed in float32.
     """
@@ -201,7 +255,7 @@ def soft_argmax(heatmaps, num_points=41, extent=GRID_EXTENT):
             raise ValueError(f"soft_argmax: asked for {num_points} points but heatmaps have {channels} channels")
         heatmaps = heatmaps[..., :num_points]
         channels = num_points
-    grid = VoxelGrid.for_heatmaps(heatmaps, extent=extent)
+    grid = VoxelGrid.for_heatmaps(heatmaps, extent=extent, axes=axes)
     logits = ops.reshape(ops.cast(heatmaps, "float32"), (-1, grid.num_voxels, channels))
     weights = ops.softmax(logits, axis=1)  # (B, V, C)
     voxels = ops.einsum("bvc,vk->bck", weights, ops.convert_to_tensor(grid.voxel_centres()))

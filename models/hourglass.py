@@ -15,7 +15,7 @@ and soft-argmax always see float32.
 import keras
 from keras import ops
 
-from .heatmaps import GRID_DEPTH
+from .heatmaps import GRID_AXES, GRID_DEPTH
 
 #: Input crop side (pixels) and heatmap side: the stem downsamples by 4.
 IMAGE_SIZE = 256
@@ -101,7 +101,10 @@ class SHN(keras.Model):
     num_limbs L, voxel_depth D. Each stack's 1x1 output convolution has
     (P + L) * D channels, reshaped so that channel c = d * (P + L) + m is
     heatmap m at depth slice d. `training` switches batch norm to batch
-    statistics and enables dropout (rate 0.1).
+    statistics and enables dropout (rate 0.1). `grid_axes` ("world", SPEC, or
+    "camera"; `heatmaps.GRID_AXES`): the axes the heatmaps were trained on,
+    remembered so that `soft_argmax(..., axes=shn.grid_axes)` reads world-axes
+    points back; it changes no weight.
 
     Intermediate supervision: for every stack but the last,
     next = dropout(ll_(ll)) + out_(out) + previous, with ll = conv-BN-ReLU of
@@ -110,12 +113,15 @@ class SHN(keras.Model):
     """
 
     def __init__(self, num_stacks=5, num_features=256, num_points=41, num_limbs=4, voxel_depth=GRID_DEPTH,
-                 hourglass_depth=3, dropout_rate=0.1, **kwargs):
+                 hourglass_depth=3, dropout_rate=0.1, grid_axes="world", **kwargs):
         super().__init__(**kwargs)
         if num_stacks < 1 or num_features < 2 or num_features % 2 or num_points < 1 or num_limbs < 0 \
                 or voxel_depth < 1:
             raise ValueError(f"SHN: invalid configuration num_stacks={num_stacks}, num_features={num_features} "
                              f"(even), num_points={num_points}, num_limbs={num_limbs}, voxel_depth={voxel_depth}")
+        if grid_axes not in GRID_AXES:
+            raise ValueError(f"SHN: grid_axes must be one of {', '.join(GRID_AXES)}, got {grid_axes!r}")
+        self.grid_axes = grid_axes
         self.num_stacks, self.num_features = int(num_stacks), int(num_features)
         self.num_points, self.num_limbs, self.voxel_depth = int(num_points), int(num_limbs), int(voxel_depth)
         self.hourglass_depth, self.dropout_rate = int(hourglass_depth), float(dropout_rate)
@@ -188,4 +194,5 @@ class SHN(keras.Model):
     def get_config(self):
         return {**super().get_config(), "num_stacks": self.num_stacks, "num_features": self.num_features,
                 "num_points": self.num_points, "num_limbs": self.num_limbs, "voxel_depth": self.voxel_depth,
-                "hourglass_depth": self.hourglass_depth, "dropout_rate": self.dropout_rate}
+                "hourglass_depth": self.hourglass_depth, "dropout_rate": self.dropout_rate,
+                "grid_axes": self.grid_axes}

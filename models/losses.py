@@ -23,6 +23,9 @@ class VoxelHeatmapLoss:
     right leg, left leg over the 42-node tree). `peak_one`: point heatmaps
     scaled to a peak of 1 instead of the Gaussian density's 0.0635 (SPEC:
     False; see `heatmaps.point_heatmaps` and the SHN recipes in `training`).
+    `grid`: the `heatmaps.VoxelGrid`, with its `axes` ("world", SPEC, or
+    "camera"); points are given in world axes whatever the grid's axes, and
+    the targets are built on the grid's axes.
     """
 
     def __init__(self, grid=None, limb_end_nodes=kinematics.LIMB_END_NODES, parents=kinematics.PARENTS,

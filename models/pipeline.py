@@ -9,7 +9,8 @@ class Pipeline(keras.Model):
     """images (B, 256, 256, 3), standardised crops -> dict of points and the SMPL body.
 
     Chains the trained stages: the last SHN stack's heatmaps are read out by
-    soft-argmax, cleaned by the DAE, and turned into SMPL by SMPLR.
+    soft-argmax on the SHN's grid axes (`shn.grid_axes`) and turned back to
+    world axes, cleaned by the DAE, and turned into SMPL by SMPLR.
     Outputs: 'shn_points' (B, 41, 3), 'dae_points' (B, 41, 3) (metres,
     root-relative) plus every output of `SMPLR` ('shape', 'pose', 'rotations',
     'joints', 'vertices', 'points').
@@ -23,7 +24,7 @@ class Pipeline(keras.Model):
 
     def call(self, images, training=False):
         logits = self.shn(images, training=training)[-1]
-        shn_points = soft_argmax(logits, num_points=self.shn.num_points)
+        shn_points = soft_argmax(logits, num_points=self.shn.num_points, axes=self.shn.grid_axes)
         flat = ops.reshape(shn_points, (-1, 3 * self.shn.num_points))
         dae_points = ops.reshape(self.dae(flat, training=training), (-1, self.shn.num_points, 3))
         return {"shn_points": shn_points, "dae_points": dae_points, **self.smplr(dae_points, training=training)}

@@ -9,8 +9,8 @@ import sys
 import time
 
 from training import STAGE_KINDS, TrainingError
-from training.config import (AUGMENTATION_MODES, DEFAULT_DATA, DEFAULT_NAMES, DEFAULT_TMP, HEATMAP_PEAKS, QUICK,
-                             RECIPES, SYNTHETIC_BODY_SOURCES, resolve_paths, stage_config)
+from training.config import (AUGMENTATION_MODES, DEFAULT_DATA, DEFAULT_NAMES, DEFAULT_TMP, GRID_AXES, HEATMAP_PEAKS,
+                             QUICK, RECIPES, SYNTHETIC_BODY_SOURCES, resolve_paths, stage_config)
 
 DESCRIPTION = """\
 Train one SMPLR stage with the original's settings (SPEC):
@@ -119,6 +119,12 @@ def build_parser():
     shn.add_argument("--coord-loss-weight", metavar="W", type=float, default=None,
                      help="add W x the mean L1 error (metres) of the last stack's soft-argmax points to the "
                           "loss (integral regression, Sun et al. 2018; SPEC 0, fast 1)")
+    shn.add_argument("--grid-axes", metavar="AXES", default=None, choices=tuple(GRID_AXES),
+                     help="axes of the SHN's 64 x 64 x 16 voxel grid: world (default, SPEC: columns, rows, "
+                          "depth slices <- world x, y, z, so the body's vertical lies on the 16 coarse "
+                          "depth slices) or camera (columns <- image x = world +y, rows <- image y = world "
+                          "-z, depth slices <- the camera axis = world -x; points outside the SHN stay in "
+                          "world axes; saved with the checkpoint; no recipe selects it yet, fast keeps world)")
     shn.add_argument("--stream", action="store_true",
                      help="train on an endless stream of new synthetic frames rendered by worker processes "
                           "(DataReader.stream) instead of the training list; validation stays on the val list")
@@ -157,16 +163,17 @@ def config_from_args(args):
         mixed_precision=args.mixed_precision, num_stacks=args.num_stacks, dae_dropout=args.dae_dropout,
         num_features=args.num_features, log_images=args.log_images,
         exit_after_epoch=args.exit_after_epoch, recipe=args.recipe, heatmap_peak=args.heatmap_peak,
-        coord_loss_weight=args.coord_loss_weight, stream=args.stream or None, workers=args.workers,
+        coord_loss_weight=args.coord_loss_weight, grid_axes=args.grid_axes, stream=args.stream or None,
+        workers=args.workers,
         stream_pool=args.stream_pool,
         train_check_batches=args.train_check_batches, bn_recalibrate=args.bn_recalibrate,
         log_every=args.log_every)
     if config.mixed_precision and config.kind != "shn":
         raise TrainingError("--mixed-precision applies to the SHN stage only")
     if config.kind != "shn" and (args.heatmap_peak or args.coord_loss_weight is not None or args.stream
-                                 or args.train_check_batches or args.bn_recalibrate):
-        raise TrainingError("--heatmap-peak, --coord-loss-weight, --stream, --train-check-batches and "
-                            "--bn-recalibrate apply to the shn stage only")
+                                 or args.train_check_batches or args.bn_recalibrate or args.grid_axes):
+        raise TrainingError("--heatmap-peak, --coord-loss-weight, --grid-axes, --stream, --train-check-batches "
+                            "and --bn-recalibrate apply to the shn stage only")
     return resolve_paths(config)
 
 

@@ -75,6 +75,7 @@ class StageConfig:
     recipe: str = "spec"            # SHN: a named set of the options below (RECIPES)
     heatmap_peak: str = "density"   # SHN point targets: "density" (SPEC, peak 0.0635) or "one"
     coord_loss_weight: float = 0.0  # SHN: weight of the L1 loss on the last stack's soft-argmax points
+    grid_axes: str = "world"        # SHN: axes of the voxel grid, GRID_AXES ("world": SPEC)
     stream: bool = False            # SHN: train on the endless synthetic stream, not the list
     stream_pool: int = 0            # SHN --stream: frames kept for reuse when the renderers fall behind
     workers: Optional[int] = None   # loader / stream worker processes off TensorFlow (None: cores - 1)
@@ -127,6 +128,21 @@ RECIPES = {
     "fast": dict(heatmap_peak="one", coord_loss_weight=1.0, lr0=1e-3, batch_size=32),
 }
 HEATMAP_PEAKS = ("density", "one")
+
+#: SHN voxel-grid axes (``--grid-axes``; ``models.heatmaps.GRID_AXES``).
+#: ``world`` (SPEC): grid columns, rows and the 16 coarse depth slices follow
+#: the root-relative points' world x, y, z, so with the CLOTH3D camera (looking
+#: along world -x) the body's vertical falls on the 15.6 cm depth slices and
+#: the image's horizontal on the rows. ``camera``: columns follow the image's
+#: horizontal (world +y), rows its vertical (world -z, downwards), depth
+#: slices the camera axis (world -x); a fixed signed permutation applied
+#: before the targets and undone after the soft-argmax, so every other stage
+#: still sees world-axes points. Untrained so far: no recipe selects it.
+GRID_AXES = {
+    "world": "grid columns, rows, depth slices <- world x, y, z (SPEC)",
+    "camera": "grid columns, rows, depth slices <- image x (world +y), image y (world -z), "
+              "camera axis (world -x)",
+}
 
 #: What ``--quick`` changes (architectures, losses and code path untouched):
 #: fewer epochs and steps; the SHN's steps stay capped by one pass over the
@@ -191,6 +207,8 @@ def validate(config):
         raise TrainingError(f"--lr must be a finite number > 0, got {config.lr0}")
     if config.heatmap_peak not in HEATMAP_PEAKS:
         raise TrainingError(f"--heatmap-peak must be one of {', '.join(HEATMAP_PEAKS)}, got {config.heatmap_peak!r}")
+    if config.grid_axes not in GRID_AXES:
+        raise TrainingError(f"--grid-axes must be one of {', '.join(GRID_AXES)}, got {config.grid_axes!r}")
     if not 0.0 <= config.coord_loss_weight < float("inf"):
         raise TrainingError(f"--coord-loss-weight must be a finite number >= 0, got {config.coord_loss_weight}")
     if config.stream_pool < 0:

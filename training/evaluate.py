@@ -60,6 +60,7 @@ def load_stages(tmp, shn_name, dae_name, smplr_name, smpl_dir=None):
     Returns (pipeline, smpl_layer, states) with states a dict stage -> checkpoint state.
     """
     from models import DAE, SHN, SMPLR, Pipeline
+    from models.heatmaps import GRID_AXES
     from training.checkpoints import CheckpointStore, available_checkpoints, load_named
     from training.smplr_loop import load_body_model
 
@@ -76,7 +77,12 @@ def load_stages(tmp, shn_name, dae_name, smplr_name, smpl_dir=None):
     shn_store = CheckpointStore(*where["shn"])
     shn_state = shn_store.read_state("best") or shn_store.read_state("latest")
     shn_config = shn_state.get("config", {})
-    shn = SHN(num_stacks=int(shn_config.get("num_stacks", 5)), num_features=int(shn_config.get("num_features", 256)))
+    grid_axes = shn_config.get("grid_axes", "world")  # checkpoints from before --grid-axes: world
+    if grid_axes not in GRID_AXES:
+        raise TrainingError(f"{shn_store.dir}: state.json has an unknown grid_axes {grid_axes!r} (expected one of "
+                            f"{', '.join(GRID_AXES)})")
+    shn = SHN(num_stacks=int(shn_config.get("num_stacks", 5)), num_features=int(shn_config.get("num_features", 256)),
+              grid_axes=grid_axes)
     shn(np.zeros((1, 256, 256, 3), np.float32))
     dae = DAE()
     dae(np.zeros((1, 123), np.float32))

@@ -33,7 +33,7 @@ import keras
 from keras import ops
 
 import DataReader
-from models import SHN, VoxelHeatmapLoss, soft_argmax
+from models import SHN, VoxelGrid, VoxelHeatmapLoss, soft_argmax
 from smpl import kinematics
 from training import TrainingError
 from training.checkpoints import load_named
@@ -85,7 +85,7 @@ class SHNStage(Stage):
 
         self.model = SHN(num_stacks=config.num_stacks, num_features=config.num_features)
         self.model(np.zeros((1, 256, 256, 3), np.float32))  # creates the variables
-        self.loss = VoxelHeatmapLoss(peak_one=config.heatmap_peak == "one")
+        self.loss = VoxelHeatmapLoss(VoxelGrid(axes=config.grid_axes), peak_one=config.heatmap_peak == "one")
         optimizer = keras.optimizers.Adam(learning_rate=config.lr0)
         loss_scale = config.mixed_precision and backend() == "tensorflow"
         if loss_scale:
@@ -163,7 +163,7 @@ class SHNStage(Stage):
         images, points = batch["image"], ops.convert_to_tensor(batch["points"], "float32")
         logits = self.model(images, training=training)
         total, per_stack = self.loss(logits, points)
-        predicted = soft_argmax(logits[-1], num_points=kinematics.NUM_POINTS)
+        predicted = soft_argmax(logits[-1], num_points=kinematics.NUM_POINTS, axes=self.loss.grid.axes)
         distances = ops.norm(predicted - points, axis=-1)
         out = {"loss": total, "error_all_mm": ops.mean(distances) * 1000.0}
         if self.config.coord_loss_weight:
@@ -177,7 +177,8 @@ class SHNStage(Stage):
         """Validation outputs: the heatmap loss and the last stack's points (B, 41, 3)."""
         logits = self.model(batch["image"], training=training)
         total, _ = self.loss(logits, ops.convert_to_tensor(batch["points"], "float32"))
-        return {"loss": total, "points": soft_argmax(logits[-1], num_points=kinematics.NUM_POINTS)}
+        return {"loss": total, "points": soft_argmax(logits[-1], num_points=kinematics.NUM_POINTS,
+                                                     axes=self.loss.grid.axes)}
 
     def train_step(self, batch):
         return self.steps_impl.train(batch)
