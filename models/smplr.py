@@ -85,6 +85,10 @@ class SMPLR(keras.Model):
     joints 1..23 then the landmark vertices; all root-centred, metres.
     `run_smpl=False` skips the body model (the shape and pose stages train the
     nets alone) and returns only 'shape', 'pose' and 'rotations'.
+    `return_vertices=False` skins only the joints and the 18 landmark vertices
+    (`smpl.SMPL.forward`) and leaves 'vertices' out; the default (None) keeps
+    the mesh at inference and skips it while training, where the loss reads
+    the points only.
 
     'rotations' are the pose net's matrices as they are while training (as the
     original, which trained through SMPL with them) and their nearest
@@ -104,7 +108,7 @@ class SMPLR(keras.Model):
         """Shape-net bones (B, 41) and pose-net normals (B, 123) of points (B, 41, 3)."""
         return (kinematics.bone_features(points, self.bone_template), kinematics.normal_features(points))
 
-    def call(self, points, training=False, run_smpl=True):
+    def call(self, points, training=False, run_smpl=True, return_vertices=None):
         points = ops.convert_to_tensor(points, dtype="float32")
         if len(points.shape) == 2 and points.shape[-1] == 3 * kinematics.NUM_POINTS:
             points = ops.reshape(points, (-1, kinematics.NUM_POINTS, 3))
@@ -119,6 +123,9 @@ class SMPLR(keras.Model):
             rotations = nearest_rotation(rotations)
         outputs = {"shape": shape, "pose": pose, "rotations": rotations}
         if run_smpl:
-            vertices, joints = self.smpl_layer(rotations, shape)
-            outputs.update(vertices=vertices, joints=joints, points=self.smpl_layer.points41(vertices, joints))
+            body = self.smpl_layer.forward(rotations, shape,
+                                           return_vertices=not training if return_vertices is None else return_vertices)
+            outputs.update(joints=body.joints, points=body.points)
+            if body.vertices is not None:
+                outputs["vertices"] = body.vertices
         return outputs

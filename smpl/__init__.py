@@ -1,6 +1,7 @@
 """The SMPL body model: loading model files, the SMPL Keras layer, the SMPLR tree.
 
-Public API: `load_model`, `find_models`, `SMPLModel`, `SMPL`, `rodrigues`,
+Public API: `load_model`, `find_models`, `SMPLModel`, `SMPL` (and its named
+outputs `Body`), `rodrigues`,
 `smpl.constants` (sizes and trees, NumPy only) and `smpl.kinematics`
 (42-node tree, bone template, SMPLR features).
 
@@ -13,10 +14,10 @@ import importlib
 from . import constants
 from .io import SMPLModel, SMPLModelError, find_models, load_model, save_npz
 
-__all__ = ["SMPL", "SMPLModel", "SMPLModelError", "constants", "find_models", "kinematics", "load_model",
+__all__ = ["Body", "SMPL", "SMPLModel", "SMPLModelError", "constants", "find_models", "kinematics", "load_model",
            "rodrigues", "save_npz"]
 
-_LAZY = {"SMPL": "layer", "rodrigues": "layer", "kinematics": None, "layer": None}
+_LAZY = {"Body": "layer", "SMPL": "layer", "rodrigues": "layer", "kinematics": None, "layer": None}
 
 
 def __getattr__(name):

@@ -25,6 +25,8 @@ that give the same numbers:
   (`tf.dynamic_partition`), runs each part with its own model and stitches
   the parts back in order, so each sample's blend shapes are computed once.
 """
+from typing import NamedTuple, Optional
+
 import numpy as np
 import keras
 from keras import ops
@@ -153,8 +155,24 @@ def split_by_gender_tf(rotations, shape, models, parents):
     return tf.dynamic_stitch(indices, vertices), tf.dynamic_stitch(indices, joints)
 
 
+class Body(NamedTuple):
+    """Named outputs of `SMPL.forward`, root-centred, metres.
+
+    vertices (B, V, 3), or None when the mesh was skipped; joints (B, 24, 3);
+    points (B, 41, 3) = joints 1..23 then the 18 landmark vertices.
+    """
+    vertices: Optional[object]
+    joints: object
+    points: object
+
+
 class SMPL(keras.layers.Layer):
     """vertices (B,V,3), joints (B,24,3) = SMPL(female, male)(rotations, shape).
+
+    `forward(rotations, shape, return_vertices=True)` gives the named `Body`
+    (vertices, joints and the 41 SMPLR points); `return_vertices=False`
+    skins only the 18 landmark vertices (their rows of every model array),
+    for callers that need the joints and landmarks, not the mesh.
 
     rotations: (B, 24, 3, 3) float32 rotation matrices (joint 0 = global).
     shape: (B, 11) float32 = 10 betas + a gender value (male where >= 0).
@@ -186,11 +204,14 @@ class SMPL(keras.layers.Layer):
         self.parents = [int(p) for p in female.parents]
         self._split_by_gender = keras.backend.backend() == "tensorflow"
         arrays = [self._model_arrays(female), self._model_arrays(male)]
+        landmark_arrays = [self._vertex_rows(a, self.landmark_ids) for a in arrays]
         if self._split_by_gender:
             self._models = [self._as_tensors(a) for a in arrays]
+            self._landmark_models = [self._as_tensors(a) for a in landmark_arrays]
             self._skin = split_by_gender_tf
         else:
             self._models = self._as_tensors(self._stack(*arrays))
+            self._landmark_models = self._as_tensors(self._stack(*landmark_arrays))
             self._skin = stacked_by_gender
             if keras.backend.backend() == "jax":
                 # One compiled program instead of a few hundred dispatched ops when called
@@ -225,6 +246,16 @@ class SMPL(keras.layers.Layer):
                 "weights": model.weights.T.astype(np.float32)}
 
     @staticmethod
+    def _vertex_rows(arrays, vertex_ids):
+        """One model's arrays (`_model_arrays` layout) cut to the vertices `vertex_ids`
+        (in that order); the joint arrays are kept whole."""
+        num_vertices = arrays["weights"].shape[1]
+        columns = (np.arange(3)[:, None] * num_vertices + np.asarray(vertex_ids)[None]).ravel()  # c * V + v
+        cut = {name: arrays[name] if arrays[name] is None else np.ascontiguousarray(arrays[name][:, columns])
+               for name in ("v_template", "shapedirs", "posedirs")}
+        return {**arrays, **cut, "weights": np.ascontiguousarray(arrays["weights"][:, vertex_ids])}
+
+    @staticmethod
     def _as_tensors(arrays):
         return {name: None if value is None else ops.convert_to_tensor(value, "float32")
                 for name, value in arrays.items()}
@@ -251,14 +282,30 @@ class SMPL(keras.layers.Layer):
             if not np.all(np.isfinite(ops.convert_to_numpy(value))):
                 raise ValueError(f"SMPL layer: {name} NaN or Inf")
 
-    def call(self, rotations, shape):
+    def _root_centred(self, rotations, shape, models):
+        """Skinned vertices of `models` (all, or the landmark rows) and the joints, root-centred."""
         rotations = ops.cast(ops.convert_to_tensor(rotations), "float32")
         shape = ops.cast(ops.convert_to_tensor(shape), "float32")
         self._check(rotations, shape)
-        models = list(self._models) if self._split_by_gender else dict(self._models)  # plain, not Keras-tracked
+        models = list(models) if self._split_by_gender else dict(models)  # plain, not Keras-tracked
         vertices, joints = self._skin(rotations, shape, models, tuple(self.parents))
         root = joints[:, :1]
         return vertices - root, joints - root
+
+    def call(self, rotations, shape):
+        return self._root_centred(rotations, shape, self._models)
+
+    def forward(self, rotations, shape, return_vertices=True):
+        """`Body`(vertices, joints, points) of rotations (B, 24, 3, 3) and shape (B, 11).
+
+        return_vertices=False skins only the 18 landmark vertices (`vertices`
+        is None); joints and points are the same as with the whole mesh.
+        """
+        if return_vertices:
+            vertices, joints = self._root_centred(rotations, shape, self._models)
+            return Body(vertices, joints, self.points41(vertices, joints))
+        landmarks, joints = self._root_centred(rotations, shape, self._landmark_models)
+        return Body(None, joints, ops.concatenate([joints[:, 1:], landmarks], axis=1))
 
     def points41(self, vertices, joints):
         """The 41 SMPLR points (B, 41, 3): joints 1..23, then the 18 landmark vertices."""

@@ -73,6 +73,11 @@ def jax_run(tmp_path_factory):
             v, j = layer(x["rotations"], x["shape"])
             out[name + "_vertices"], out[name + "_joints"] = np.asarray(v), np.asarray(j)
             out[name + "_points"] = np.asarray(layer.points41(v, j))
+            body = layer.forward(x["rotations"], x["shape"], return_vertices=False)  # landmark rows only
+            assert body.vertices is None
+            out[name + "_lean_joints"], out[name + "_lean_points"] = np.asarray(body.joints), np.asarray(body.points)
+        lean = jax.jit(lambda r, s: layer.forward(r, s, return_vertices=False).points)
+        out["jit_lean_points"] = np.asarray(lean(x["rotations"], x["shape"]))
         # The random model (every array differs by gender) also inside jax.jit and differentiated.
         v, j = jax.jit(lambda r, s: layer(r, s))(x["rotations"], x["shape"])
         out["jit_vertices"], out["jit_joints"] = np.asarray(v), np.asarray(j)
@@ -119,6 +124,15 @@ def test_jax_layer_equals_float64_reference_and_tf(jax_run, body):
     points = jax_out[f"{body}_points"]
     np.testing.assert_array_equal(points[:, :23], jax_out[f"{body}_joints"][:, 1:])
     np.testing.assert_array_equal(points[:, 23:], jax_out[f"{body}_vertices"][:, female.landmark_ids])
+
+
+@pytest.mark.parametrize("body", ["random", "open"])
+def test_jax_joints_and_landmarks_only_equal_the_whole_mesh(jax_run, body):
+    _, _, jax_out = jax_run
+    np.testing.assert_allclose(jax_out[f"{body}_lean_joints"], jax_out[f"{body}_joints"], atol=1e-6)
+    np.testing.assert_allclose(jax_out[f"{body}_lean_points"], jax_out[f"{body}_points"], atol=1e-6)
+    if body == "random":
+        np.testing.assert_allclose(jax_out["jit_lean_points"], jax_out["random_points"], atol=1e-6)
 
 
 def test_jax_jit_and_gradients_equal_tf(jax_run):

@@ -216,6 +216,7 @@ def test_smplr_outputs_equal_direct_computation(smpl_layer):
     points = rng.uniform(-0.8, 0.8, (3, 41, 3)).astype(np.float32)
     smplr = SMPLR(smpl_layer)
     outputs = smplr(points)
+    lean = smplr(points, return_vertices=False)  # before any training=True call moves the batch norm statistics
 
     # Bone template: mean female/male rest-pose bone lengths of the given models.
     lengths = []
@@ -250,6 +251,10 @@ def test_smplr_outputs_equal_direct_computation(smpl_layer):
                                       np.asarray(vertices)[:, smpl_layer.female.landmark_ids]], axis=1)
     np.testing.assert_allclose(np.asarray(outputs["points"]), expected_points, atol=1e-6)
     assert set(smplr(points, run_smpl=False)) == {"shape", "pose", "rotations"}
+    # Joints and landmarks only: no mesh (the default while training), the same points.
+    assert "vertices" not in lean and "vertices" not in smplr(points, training=True)
+    np.testing.assert_allclose(np.asarray(lean["points"]), np.asarray(outputs["points"]), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(lean["joints"]), np.asarray(outputs["joints"]), atol=1e-6)
 
 
 def test_nearest_rotation_keeps_rotations_and_never_reflects():

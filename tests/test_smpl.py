@@ -165,6 +165,26 @@ def test_layer_matches_float64_reference_on_mixed_genders(random_models):
     np.testing.assert_array_equal(points[:, 23:], vertices.numpy()[:, kinematics.SMPL_LANDMARK_VERTEX_IDS])
 
 
+def test_named_outputs_and_joints_and_landmarks_only(random_models):
+    """forward() names vertices, joints and the 41 points; return_vertices=False skins
+    only the landmark rows and gives the same joints and points (eager and tf.function)."""
+    _, _, f_path, m_path = random_models
+    layer = smpl.SMPL(f_path, m_path)
+    rng = np.random.default_rng(11)
+    rotations = tf.constant(Rotation.random(5 * 24, random_state=4).as_matrix().reshape(5, 24, 3, 3), tf.float32)
+    shape = tf.constant(np.c_[rng.normal(0.0, 1.5, (5, 10)), [-1.0, 1.0, -0.2, 0.0, 2.0]], tf.float32)
+    vertices, joints = layer(rotations, shape)
+    body = layer.forward(rotations, shape)
+    np.testing.assert_array_equal(body.vertices.numpy(), vertices.numpy())
+    np.testing.assert_array_equal(body.joints.numpy(), joints.numpy())
+    np.testing.assert_array_equal(body.points.numpy(), layer.points41(vertices, joints).numpy())
+    for lean in (layer.forward(rotations, shape, return_vertices=False),
+                 tf.function(lambda r, s: layer.forward(r, s, return_vertices=False))(rotations, shape)):
+        assert lean.vertices is None
+        np.testing.assert_allclose(lean.joints.numpy(), joints.numpy(), atol=1e-6)
+        np.testing.assert_allclose(lean.points.numpy(), body.points.numpy(), atol=1e-6)
+
+
 def test_layer_in_a_tf_function_and_gradients(random_models):
     layer = smpl.SMPL(random_models[2], random_models[3])
     rotations = tf.constant(Rotation.random(2 * 24, random_state=5).as_matrix().reshape(2, 24, 3, 3), tf.float32)
