@@ -340,3 +340,24 @@ def test_quick_chain_then_test_py_on_generated_data(tmp_path):
     missing = _run(["test.py", "-1", "shn", "dae", "nope", "--data", data, "--tmp", tmp])
     assert missing.returncode == 2
     assert "checkpoint 'nope' not found" in missing.stderr and "dae, pose, shape, shn, smplr" in missing.stderr
+
+
+def test_pose_stage_validation_poses_smpl_with_the_nearest_rotations(tmp_path, cloth3d_root):
+    """The pose stage's validation points come from SMPL posed with the projected
+    rotations, as SMPLR at inference, not with the raw net matrices."""
+    from keras import ops
+
+    from models.smplr import nearest_rotation
+    from training.config import resolve_paths, stage_config
+    from training.smplr_loop import SMPLRStage
+
+    stage = SMPLRStage(resolve_paths(stage_config("pose", data=cloth3d_root, tmp=tmp_path, batch_size=8, val_steps=1)))
+    batch = stage.val_batches[0]
+    out = stage._val_forward(batch, training=False)
+    pose = np.asarray(ops.convert_to_numpy(out["pose"]), np.float64).reshape(-1, 24, 3, 3)
+    projected = np.asarray(nearest_rotation(pose), np.float32)
+    vertices, joints = stage.smpl_layer(projected, np.asarray(batch["shape"], np.float32))
+    np.testing.assert_allclose(np.asarray(out["points"]), np.asarray(stage.smpl_layer.points41(vertices, joints)),
+                               atol=1e-5)
+    raw_vertices, raw_joints = stage.smpl_layer(pose.astype(np.float32), np.asarray(batch["shape"], np.float32))
+    assert np.abs(np.asarray(stage.smpl_layer.points41(raw_vertices, raw_joints)) - np.asarray(out["points"])).max() > 1e-3
