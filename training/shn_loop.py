@@ -83,7 +83,8 @@ class SHNStage(Stage):
         self.check_data = (self._dataset(config.train_list, training=False)
                            if config.train_check_batches or config.bn_recalibrate else None)
 
-        self.model = SHN(num_stacks=config.num_stacks, num_features=config.num_features)
+        self.model = SHN(num_stacks=config.num_stacks, num_features=config.num_features,
+                         grid_axes=config.grid_axes)
         self.model(np.zeros((1, 256, 256, 3), np.float32))  # creates the variables
         self.loss = VoxelHeatmapLoss(VoxelGrid(axes=config.grid_axes), peak_one=config.heatmap_peak == "one")
         optimizer = keras.optimizers.Adam(learning_rate=config.lr0)
