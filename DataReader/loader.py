@@ -113,6 +113,20 @@ def _check_batch_size(batch_size, num_samples, drop_remainder, what):
                          "(the last partial batch is dropped); add samples or lower the batch size")
 
 
+def smplr_options(arrays, batch_size, training, noise, shuffle, drop_remainder, what):
+    """Checks of the SMPLR pipelines' arguments (`smplr_batches` here, `smplr_dataset` on
+    tf.data) and their defaults: (noise, shuffle, drop_remainder), each `training` when None."""
+    if not isinstance(arrays, SMPLRArrays):
+        raise TypeError(f"{what} needs SMPLRArrays, got {type(arrays).__name__}")
+    if len(arrays) == 0:
+        raise ValueError(f"{what}: no samples")
+    noise = training if noise is None else noise
+    shuffle = training if shuffle is None else shuffle
+    drop_remainder = training if drop_remainder is None else drop_remainder
+    _check_batch_size(batch_size, len(arrays), drop_remainder, what)
+    return noise, shuffle, drop_remainder
+
+
 class _EpochCounter:
     """Epoch numbers: every new iteration of a loader starts a new epoch."""
 
@@ -691,12 +705,6 @@ def smplr_batches(arrays, batch_size, training, noise=None, seed=None, shuffle=N
     Returns an `SMPLRBatchLoader` of dicts of float32 NumPy arrays: points
     (B, 41, 3) clean, noisy_points (B, 41, 3), rotations (B, 24, 3, 3), shape (B, 11).
     """
-    if not isinstance(arrays, SMPLRArrays):
-        raise TypeError(f"smplr_batches needs SMPLRArrays, got {type(arrays).__name__}")
-    if len(arrays) == 0:
-        raise ValueError("smplr_batches: no samples")
-    noise = training if noise is None else noise
-    shuffle = training if shuffle is None else shuffle
-    drop_remainder = training if drop_remainder is None else drop_remainder
-    _check_batch_size(batch_size, len(arrays), drop_remainder, "smplr_batches")
+    noise, shuffle, drop_remainder = smplr_options(arrays, batch_size, training, noise, shuffle, drop_remainder,
+                                                   "smplr_batches")
     return SMPLRBatchLoader(arrays, batch_size, shuffle, drop_remainder, noise, seed, bone_template)

@@ -22,7 +22,8 @@ import numpy as np
 import tensorflow as tf
 
 from .augment import IMAGE_NOISE_PROB, IMAGE_NOISE_STD, FrameAugmenter, add_point_noise
-from .cloth3d import CROP_SIZE_PX, NUM_JOINTS, NUM_POINTS, CLOTH3DReader, SMPLRArrays, read_list
+from .cloth3d import CROP_SIZE_PX, NUM_JOINTS, NUM_POINTS, CLOTH3DReader, read_list
+from .loader import smplr_options
 from .occlusion import OccluderBank
 from .samples import SHNSampleLoader  # noqa: F401  (re-exported: DataReader.pipelines.SHNSampleLoader)
 
@@ -204,16 +205,8 @@ def smplr_dataset(arrays, batch_size, training, noise=None, seed=None, shuffle=N
     (B, 41, 3), rotations (B, 24, 3, 3), shape (B, 11). Arrays are embedded in
     the graph, so they must stay under 2 GB (about 1.4 M samples).
     """
-    if not isinstance(arrays, SMPLRArrays):
-        raise TypeError(f"smplr_dataset needs SMPLRArrays, got {type(arrays).__name__}")
-    if len(arrays) == 0:
-        raise ValueError("smplr_dataset: no samples")
-    noise = training if noise is None else noise
-    shuffle = training if shuffle is None else shuffle
-    drop_remainder = training if drop_remainder is None else drop_remainder
-    if drop_remainder and len(arrays) < batch_size:
-        raise ValueError(f"smplr_dataset: {len(arrays)} samples make no full batch of {batch_size} "
-                         "(the last partial batch is dropped); repeat the arrays or lower the batch size")
+    noise, shuffle, drop_remainder = smplr_options(arrays, batch_size, training, noise, shuffle, drop_remainder,
+                                                   "smplr_dataset")
     dataset = tf.data.Dataset.from_tensor_slices(
         {"points": arrays.points.astype(np.float32), "rotations": arrays.rotations.astype(np.float32),
          "shape": arrays.shape.astype(np.float32)})

@@ -51,7 +51,12 @@ def test_recalibrated_statistics_match_batch_statistics():
     assert len(layers) == 2
     before = np.abs(np.asarray(model(probe["x"], training=False)) - batch_stats).mean()
     layers[0].moving_variance.assign(np.full(layers[0].moving_variance.shape, np.inf, np.float32))  # lost
+    steps.reload()  # the Keras variables were changed outside the steps
 
+    kept = [np.asarray(v) for v in model.non_trainable_variables]
+    assert steps.recalibrate_batch_norm(iter([]), 40) == 0  # no batch: nothing changes
+    for value, variable in zip(kept, model.non_trainable_variables):
+        np.testing.assert_array_equal(value, np.asarray(variable))
     assert steps.recalibrate_batch_norm(iter([dict(zip(("x", "y"), _data(rng, 64))) for _ in range(40)]), 40) == 40
     after = np.abs(np.asarray(model(probe["x"], training=False)) - batch_stats).mean()
     scale = np.abs(batch_stats).mean()

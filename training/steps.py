@@ -104,10 +104,13 @@ class Steps:
         layers = self.batch_norm_layers()
         momenta = [layer.momentum for layer in layers]
         sums, count = None, 0
+        self.sync()
+        statistic_variables = [v for layer in layers for v in (layer.moving_mean, layer.moving_variance)]
+        previous = [np.asarray(keras.ops.convert_to_numpy(v)) for v in statistic_variables]
         # Finite starting values: with momentum 0 the old statistics are multiplied
         # by 0, and inf * 0 (a statistic lost to an overflow) would stay NaN.
-        self._set_batch_norm_statistics(layers, [np.full(v.shape, float(k % 2), np.float32) for k, v in enumerate(
-            v for layer in layers for v in (layer.moving_mean, layer.moving_variance))])
+        self._set_batch_norm_statistics(layers, [np.full(v.shape, float(k % 2), np.float32)
+                                                 for k, v in enumerate(statistic_variables)])
         try:
             for layer in layers:
                 layer.momentum = 0.0  # moving statistics := this batch's statistics
@@ -122,9 +125,8 @@ class Steps:
         finally:
             for layer, momentum in zip(layers, momenta):
                 layer.momentum = momentum
-        if count:
-            means = [value / count for value in sums]
-            self._set_batch_norm_statistics(layers, means)
+            # No batch (or an error): the statistics stay what they were.
+            self._set_batch_norm_statistics(layers, [value / count for value in sums] if count else previous)
         return count
 
     def set_learning_rate(self, lr):
