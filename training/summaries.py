@@ -8,6 +8,8 @@ View them with ``tensorboard --logdir tmp/logs``.
 Also draws the images logged during validation: the input crop with the
 predicted (red) and true (green) skeleton projected onto it.
 """
+import time
+
 import numpy as np
 
 from training.metrics import NUM_JOINTS
@@ -37,22 +39,22 @@ class SummaryLogger:
     def __init__(self, log_dir):
         from pathlib import Path
 
+        from tensorboard.compat.proto import event_pb2, summary_pb2
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
+        from tensorboard.util import tensor_util
 
+        # Kept here: a step logs several scalars, and these are looked up for each.
+        self._event_pb2, self._summary_pb2, self._tensor_util = event_pb2, summary_pb2, tensor_util
         Path(log_dir).mkdir(parents=True, exist_ok=True)
         self.writer = EventFileWriter(str(log_dir))
         self._scalar_meta = _metadata(_PLUGIN_SCALARS, _DATA_CLASS_SCALAR)
         self._image_meta = _metadata(_PLUGIN_IMAGES, _DATA_CLASS_BLOB_SEQUENCE)
 
     def _write(self, tag, array, step, metadata):
-        import time
-
-        from tensorboard.compat.proto import event_pb2, summary_pb2
-        from tensorboard.util import tensor_util
-
-        value = summary_pb2.Summary.Value(tag=tag, metadata=metadata, tensor=tensor_util.make_tensor_proto(array))
-        self.writer.add_event(event_pb2.Event(wall_time=time.time(), step=int(step),
-                                              summary=summary_pb2.Summary(value=[value])))
+        value = self._summary_pb2.Summary.Value(tag=tag, metadata=metadata,
+                                                tensor=self._tensor_util.make_tensor_proto(array))
+        self.writer.add_event(self._event_pb2.Event(wall_time=time.time(), step=int(step),
+                                                    summary=self._summary_pb2.Summary(value=[value])))
 
     def scalar(self, tag, value, step):
         """One float under ``tag`` at ``step``."""
