@@ -85,6 +85,6 @@ PY
 [ -d "$RUN/export/checkpoints/shn/best" ] && tar cf - -C "$RUN/export/checkpoints" shn/best | split -b 15M - "$OUT/shn_best.tar.part_"
 names=$(cd "$RUN/tmp/checkpoints" 2>/dev/null && ls -d dae/best shape/best pose/best smplr/best 2>/dev/null)
 [ -n "$names" ] && tar czf "$OUT/smplr_stages.tgz" -C "$RUN/tmp/checkpoints" $names
-cp -r "$RUN/tmp/logs" "$RUN/logs_out/tensorboard" 2>/dev/null
+rm -rf "$RUN/logs_out/tensorboard"; cp -r "$RUN/tmp/logs" "$RUN/logs_out/tensorboard" 2>/dev/null
 tar czf "$OUT/logs.tgz" -C "$RUN/logs_out" .
 ls -la "$OUT"
