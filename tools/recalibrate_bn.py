@@ -45,11 +45,14 @@ def main(argv=None):
     import numpy as np
 
     from models import SHN
+    from training import TrainingError
     from training.checkpoints import CheckpointStore
     from training.steps import make_steps
 
     store = CheckpointStore(args.src, args.name)
     state = store.read_state("best")
+    if state is None:
+        raise TrainingError(f"no best checkpoint {args.name!r} in {Path(args.src) / 'checkpoints'}")
     config = state.get("config", {})
     shn = SHN(num_stacks=int(config.get("num_stacks", 5)), num_features=int(config.get("num_features", 256)))
     shn(np.zeros((1, 256, 256, 3), np.float32))
@@ -77,5 +80,16 @@ def main(argv=None):
           f"wrote {Path(args.dst) / 'checkpoints' / args.name / 'best'}")
 
 
+def run(argv=None):
+    """``main`` with user errors (a missing checkpoint, a bad data list) as one line, exit status 2."""
+    from training.cli import report_user_error
+
+    try:
+        main(argv)
+    except Exception as error:  # noqa: BLE001 - bugs keep their traceback
+        return report_user_error(error)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(run())

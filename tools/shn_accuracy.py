@@ -45,13 +45,17 @@ def main(argv=None):
 
     import DataReader
     from models import SHN, soft_argmax
+    from training import TrainingError
     from training.checkpoints import CheckpointStore, load_named
     from training.evaluate import checkpoint_location
     from training.metrics import point_errors_mm, summarize_point_errors
     from training.steps import make_steps
 
     root, name = checkpoint_location(args.tmp, args.checkpoint, "shn")
-    state = CheckpointStore(root, name).read_state("best")
+    store = CheckpointStore(root, name)
+    state = store.read_state("best") or store.read_state("latest")
+    if state is None:
+        raise TrainingError(f"checkpoint {args.checkpoint!r} not found in {Path(root) / 'checkpoints'}")
     config = state.get("config", {})
     shn = SHN(num_stacks=int(config.get("num_stacks", 5)), num_features=int(config.get("num_features", 256)))
     shn(np.zeros((1, 256, 256, 3), np.float32))
@@ -76,5 +80,16 @@ def main(argv=None):
         print(f"{label:14s} {summary['joints']:8.1f} {summary['landmarks']:10.1f} {summary['all']:8.1f}")
 
 
+def run(argv=None):
+    """``main`` with user errors (a missing checkpoint, a bad data list) as one line, exit status 2."""
+    from training.cli import report_user_error
+
+    try:
+        main(argv)
+    except Exception as error:  # noqa: BLE001 - bugs keep their traceback
+        return report_user_error(error)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(run())
