@@ -113,6 +113,18 @@ def _check_batch_size(batch_size, num_samples, drop_remainder, what):
                          "(the last partial batch is dropped); add samples or lower the batch size")
 
 
+def shn_options(training, augmentation, flip, voc_dir, occluder_dir, shuffle, drop_remainder):
+    """The SHN pipelines' (`shn_batches` here, `shn_dataset` on tf.data) augmenter (None when
+    nothing is augmented; the mode is checked) and their shuffle / drop_remainder (`training` when None)."""
+    occluders = OccluderBank.from_options(voc_dir, occluder_dir)
+    augmenter = FrameAugmenter(augmentation, flip=flip, occluders=occluders)  # checks the mode
+    if not training or (augmentation == 0 and not flip):
+        augmenter = None
+    shuffle = training if shuffle is None else shuffle
+    drop_remainder = training if drop_remainder is None else drop_remainder
+    return augmenter, shuffle, drop_remainder
+
+
 def smplr_options(arrays, batch_size, training, noise, shuffle, drop_remainder, what):
     """Checks of the SMPLR pipelines' arguments (`smplr_batches` here, `smplr_dataset` on
     tf.data) and their defaults: (noise, shuffle, drop_remainder), each `training` when None."""
@@ -624,12 +636,8 @@ def shn_batches(frames_root, list_file, batch_size, training, augmentation=1, se
     path (B,) str. Frames with an empty mask are skipped
     (`loader.empty_masks_skipped` counts them).
     """
-    occluders = OccluderBank.from_options(voc_dir, occluder_dir)
-    augmenter = FrameAugmenter(augmentation, flip=flip, occluders=occluders)  # checks the mode
-    if not training or (augmentation == 0 and not flip):
-        augmenter = None
-    shuffle = training if shuffle is None else shuffle
-    drop_remainder = training if drop_remainder is None else drop_remainder
+    augmenter, shuffle, drop_remainder = shn_options(training, augmentation, flip, voc_dir, occluder_dir, shuffle,
+                                                     drop_remainder)
     workers = _default_workers() if workers is None else workers
     sample_loader = SHNSampleLoader(CLOTH3DReader(frames_root), read_list(list_file), augmenter)
     image_noise = augmenter is not None and augmenter.image_noise

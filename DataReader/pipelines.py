@@ -21,10 +21,9 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
-from .augment import IMAGE_NOISE_PROB, IMAGE_NOISE_STD, FrameAugmenter, add_point_noise
+from .augment import IMAGE_NOISE_PROB, IMAGE_NOISE_STD, add_point_noise
 from .cloth3d import CROP_SIZE_PX, NUM_JOINTS, NUM_POINTS, CLOTH3DReader, read_list
-from .loader import smplr_options
-from .occlusion import OccluderBank
+from .loader import shn_options, smplr_options
 from .samples import SHNSampleLoader  # noqa: F401  (re-exported: DataReader.pipelines.SHNSampleLoader)
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -150,12 +149,8 @@ def shn_dataset(frames_root, list_file, batch_size, training, augmentation=1, se
     rotations (B, 24, 3, 3), shape (B, 11), root_camera (B, 3) metres, path (B,).
     Frames with an empty mask are skipped with a counted warning.
     """
-    occluders = OccluderBank.from_options(voc_dir, occluder_dir)
-    augmenter = FrameAugmenter(augmentation, flip=flip, occluders=occluders)  # checks the mode
-    if not training or (augmentation == 0 and not flip):
-        augmenter = None
-    shuffle = training if shuffle is None else shuffle
-    drop_remainder = training if drop_remainder is None else drop_remainder
+    augmenter, shuffle, drop_remainder = shn_options(training, augmentation, flip, voc_dir, occluder_dir, shuffle,
+                                                     drop_remainder)
     loader = TFSampleLoader(CLOTH3DReader(frames_root), read_list(list_file), augmenter)
 
     indices = tf.data.Dataset.range(len(loader))

@@ -80,16 +80,7 @@ def main(argv=None):
           f"wrote {Path(args.dst) / 'checkpoints' / args.name / 'best'}")
 
 
-def run(argv=None):
-    """``main`` with user errors (a missing checkpoint, a bad data list) as one line, exit status 2."""
-    from training.cli import report_user_error
-
-    try:
-        main(argv)
-    except Exception as error:  # noqa: BLE001 - bugs keep their traceback
-        return report_user_error(error)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(run())
+    from training.cli import run_reporting_user_errors
+
+    sys.exit(run_reporting_user_errors(main))

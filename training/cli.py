@@ -214,6 +214,16 @@ def report_user_error(error):
     return 2
 
 
+def run_reporting_user_errors(main, argv=None):
+    """Run a command's ``main(argv)``: user errors (a missing checkpoint, a bad data list)
+    print one ``error:`` line and give exit status 2; bugs keep their traceback."""
+    try:
+        main(argv)
+    except Exception as error:  # noqa: BLE001 - report_user_error re-raises bugs
+        return report_user_error(error)
+    return 0
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     started = time.time()
