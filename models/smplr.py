@@ -104,6 +104,12 @@ class SMPLR(keras.Model):
         self.shape_net = ShapeNet(name="shape")
         self.pose_net = PoseNet(name="pose")
 
+    def build(self, input_shape):
+        # The two nets build on their first call (their input sizes are fixed:
+        # 41 bone lengths, 123 bone directions); the SMPL layer holds constants.
+        # Without this, Keras warns that it marks the model built unbuilt.
+        self.built = True
+
     def features(self, points):
         """Shape-net bones (B, 41) and pose-net normals (B, 123) of points (B, 41, 3)."""
         return (kinematics.bone_features(points, self.bone_template), kinematics.normal_features(points))
