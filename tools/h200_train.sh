@@ -10,7 +10,8 @@
 #   bash tools/h200_train.sh watch OUT SECONDS  follow the runs for SECONDS, then copy the
 #                                               checkpoints (split into 15 MB parts), the logs
 #                                               and the TensorBoard events into OUT
-# Settings: the variables below (SHN_EPOCHS, SHN_STEPS, ...) or the environment.
+# Settings: the variables below (SHN_EPOCHS, SHN_STEPS, ...) or the environment;
+# SMPLR_STAGES=0 trains the SHN alone.
 set -uo pipefail
 mode=${1:?start or watch}
 OUT=${2:?output folder}
@@ -36,7 +37,7 @@ if [ "$mode" = start ]; then
       --lr-width "$width" --train-check-batches 4 --bn-recalibrate 5 --workers "$SHN_WORKERS" \
       --log-every 100 ${SHN_EXTRA:-} > "$RUN/shn.log" 2>&1 < /dev/null &
   # The SMPLR stages on the demo's training points + bodies drawn from the body model.
-  XLA_PYTHON_CLIENT_MEM_FRACTION=0.15 setsid nohup bash -c "
+  [ "${SMPLR_STAGES:-1}" = 1 ] && XLA_PYTHON_CLIENT_MEM_FRACTION=0.15 setsid nohup bash -c "
     set -e
     common='--data $RUN/frames --tmp $RUN/tmp --synthetic 200000 --synthetic-bodies model --lr 0.003 --steps 400'
     python3 -m training dae 0 \$common --dae-dropout 0 --epochs 20 --lr-width 1.25
@@ -45,6 +46,7 @@ if [ "$mode" = start ]; then
     python3 -m training shapepose 0 --data $RUN/frames --tmp $RUN/tmp --synthetic 50000 --synthetic-bodies model \
         --finetune shape pose --name smplr --steps 400 --epochs 6 --lr-width 0.25
   " > "$RUN/smplr.log" 2>&1 < /dev/null &
+  touch "$RUN/smplr.log"
   sleep 5
   echo "started: $RUN/shn.log, $RUN/smplr.log"
   exit 0
