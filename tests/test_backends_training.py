@@ -134,13 +134,15 @@ def test_checkpoint_from_a_jax_run_restores_on_tensorflow(cloth3d_root, tmp_path
     np.testing.assert_allclose(after, np.load(tmp_path / "jax_out.npy"), atol=1e-5)
 
 
-def test_killed_jax_run_resumes_with_the_next_learning_rate(cloth3d_root, tmp_path):
+def test_killed_jax_run_resumes_with_the_next_learning_rate(cloth3d_root, tmp_path, monkeypatch):
     from training.checkpoints import CheckpointStore
     from training.schedules import learning_rate
 
     common = ["dae", "-1", "--data", cloth3d_root, "--tmp", tmp_path, "--name", "d", "--epochs", "3",
               "--steps", "2", "--batch-size", "32", "--log-every", "1"]
-    crashed = _cli(common + ["--exit-after-epoch", "1"])
+    monkeypatch.setenv("SMPLR_TEST_EXIT_AFTER_EPOCH", "1")  # the crash hook (training.runner)
+    crashed = _cli(common)
+    monkeypatch.delenv("SMPLR_TEST_EXIT_AFTER_EPOCH")
     assert crashed.returncode == 3, crashed.stderr[-3000:]
     resumed = _cli(common + ["--resume"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -212,14 +212,16 @@ def test_overwrite_run_killed_before_its_first_checkpoint_is_recovered(tmp_path,
 
 
 # ------------------------------------------------------------------ kill during the first latest save
-def test_resume_without_latest_restarts_or_resumes_from_best(tmp_path, cloth3d_root, capsys):
+def test_resume_without_latest_restarts_or_resumes_from_best(tmp_path, cloth3d_root, capsys, monkeypatch):
     from training.checkpoints import CheckpointStore
     from training.summaries import read_scalars
 
     tmp = tmp_path / "tmp"
     common = ["dae", "-1", "--data", cloth3d_root, "--tmp", tmp, "--name", "dae", "--steps", "2",
               "--batch-size", "32"]
-    crashed = _run(["-m", "training"] + common + ["--epochs", "2", "--exit-after-epoch", "1"])
+    monkeypatch.setenv("SMPLR_TEST_EXIT_AFTER_EPOCH", "1")  # the crash hook (training.runner)
+    crashed = _run(["-m", "training"] + common + ["--epochs", "2"])
+    monkeypatch.delenv("SMPLR_TEST_EXIT_AFTER_EPOCH")
     assert crashed.returncode == 3, crashed.stderr[-2000:]
     # What a kill while the first latest is being written leaves: best, and a partial latest.
     run_dir = tmp / "checkpoints" / "dae"

@@ -247,12 +247,14 @@ def test_same_seed_gives_the_same_first_batch_and_weights(tmp_path, cloth3d_root
 
 
 # ------------------------------------------------------------------ resume
-def test_killed_run_resumes_with_the_next_learning_rate(tmp_path, cloth3d_root, capsys):
+def test_killed_run_resumes_with_the_next_learning_rate(tmp_path, cloth3d_root, capsys, monkeypatch):
     from training.summaries import read_scalars
 
     common = ["-m", "training", "dae", "-1", "--data", cloth3d_root, "--tmp", tmp_path, "--name", "d",
               "--epochs", "3", "--steps", "2", "--batch-size", "32"]
-    crashed = _run(common + ["--exit-after-epoch", "1"])
+    monkeypatch.setenv("SMPLR_TEST_EXIT_AFTER_EPOCH", "1")  # the crash hook (training.runner)
+    crashed = _run(common)
+    monkeypatch.delenv("SMPLR_TEST_EXIT_AFTER_EPOCH")
     assert crashed.returncode == 3, crashed.stderr[-2000:]
     store = CheckpointStore(tmp_path, "d")
     state = store.read_state("latest")

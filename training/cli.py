@@ -144,9 +144,6 @@ def build_parser():
                      help="read the training losses to the host every N steps (default 50; one sync each)")
     model.add_argument("--log-images", metavar="N", type=int, default=None,
                        help="SHN: validation crops with skeletons written to TensorBoard (default 4)")
-    model.add_argument("--exit-after-epoch", metavar="N", type=int, default=None,
-                       help="(testing) end the process abruptly (os._exit) right after the checkpoints "
-                            "of this epoch are written, to simulate a crash")
     return parser
 
 
@@ -162,7 +159,7 @@ def config_from_args(args):
         synthetic_bodies=args.synthetic_bodies,
         mixed_precision=args.mixed_precision, num_stacks=args.num_stacks, dae_dropout=args.dae_dropout,
         num_features=args.num_features, log_images=args.log_images,
-        exit_after_epoch=args.exit_after_epoch, recipe=args.recipe, heatmap_peak=args.heatmap_peak,
+        recipe=args.recipe, heatmap_peak=args.heatmap_peak,
         coord_loss_weight=args.coord_loss_weight, grid_axes=args.grid_axes, stream=args.stream or None,
         workers=args.workers,
         stream_pool=args.stream_pool,

@@ -84,7 +84,6 @@ class StageConfig:
     log_every: int = 50             # steps between reads of the training losses (one host sync)
     log_images: int = 4             # images written to TensorBoard per validation
     quick: bool = False
-    exit_after_epoch: Optional[int] = None  # test hook: os._exit(3) after saving this epoch
 
     @property
     def checkpoint_dir(self):

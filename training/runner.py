@@ -25,6 +25,22 @@ from training.checkpoints import CheckpointStore
 from training.schedules import learning_rate
 from training.steps import to_host
 
+#: Test hook (not a user option): when this environment variable holds N, the
+#: process ends abruptly (``os._exit(3)``, no clean-up) right after the
+#: checkpoints of epoch N (1-based) are written, to simulate a crash.
+EXIT_AFTER_EPOCH_VARIABLE = "SMPLR_TEST_EXIT_AFTER_EPOCH"
+
+
+def _exit_after_epoch():
+    """The epoch after which the test hook ends the process, or None."""
+    value = os.environ.get(EXIT_AFTER_EPOCH_VARIABLE, "").strip()
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise TrainingError(f"{EXIT_AFTER_EPOCH_VARIABLE} must be an epoch number, got {value!r}") from None
+
 
 class Stage:
     """What the driver needs from a stage. Subclasses fill in the methods.
@@ -144,6 +160,7 @@ def _run(stage, resume_state):
     stage.logger = logger = SummaryLogger(config.log_dir)
     print(f"checkpoints: {store.dir}\nTensorBoard: {config.log_dir}")
     state = resume_state or {}
+    exit_after_epoch = _exit_after_epoch()
     for epoch in range(start, config.epochs):
         started = time.time()
         lr = learning_rate(epoch, config.lr0, config.lr_centre, config.lr_width)
@@ -212,7 +229,7 @@ def _run(stage, resume_state):
         print(f"{config.name} epoch {epoch + 1}/{config.epochs}: lr={lr:.3g} steps={count} "
               f"loss={train['loss']:.4g} | val {shown}{' *best*' if improved else ''} "
               f"| {time.time() - started:.1f}s", flush=True)
-        if config.exit_after_epoch is not None and epoch + 1 >= config.exit_after_epoch:
+        if exit_after_epoch is not None and epoch + 1 >= exit_after_epoch:
             logger.flush()
             sys.stdout.flush()
             os._exit(3)  # simulated crash for the resume test: no clean-up at all
