@@ -96,7 +96,7 @@ def _finished(kind, args):
     state = store.read_state("latest") or store.read_state("best")
     if state is None:
         return None
-    epochs = stage_config(kind, quick=args.quick).epochs
+    epochs = stage_config(kind, quick=args.quick).schedule.epochs
     return state.get("epochs_done", 0) >= epochs
 
 

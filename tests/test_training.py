@@ -56,10 +56,11 @@ def test_learning_rate_and_steps_follow_spec():
     assert smplr_steps(10 ** 6, 256) == 400
     assert smplr_steps(5000, 256) == 19
     assert smplr_steps(200, 256) == 1
-    spec = stage_config("shn")
+    spec = stage_config("shn").schedule
     assert (spec.epochs, spec.batch_size, spec.lr0) == (200, 6, 0.01)
     spec = stage_config("shapepose")
-    assert (spec.epochs, spec.batch_size, spec.lr0, spec.finetune) == (30, 256, 1e-4, ("shape", "pose"))
+    assert (spec.schedule.epochs, spec.schedule.batch_size, spec.schedule.lr0, spec.run.finetune) == (
+        30, 256, 1e-4, ("shape", "pose"))
     with pytest.raises(TrainingError, match="--epochs"):
         stage_config("dae", epochs=0)
     with pytest.raises(TrainingError, match="unknown stage"):

@@ -22,7 +22,6 @@ import time
 
 from training import TrainingError
 from training.checkpoints import CheckpointStore
-from training.schedules import learning_rate
 from training.steps import to_host
 
 #: Test hook (not a user option): when this environment variable holds N, the
@@ -101,16 +100,16 @@ def prepare(config):
     A new name is created; an existing one needs ``--resume`` (its latest
     state is returned, and must be a run of the same kind) or ``--overwrite``.
     """
-    store = CheckpointStore(config.tmp, config.name)
-    state = store.prepare(resume=config.resume, overwrite=config.overwrite, log_dir=config.log_dir)
+    store = CheckpointStore(config.run.tmp, config.run.name)
+    state = store.prepare(resume=config.run.resume, overwrite=config.run.overwrite, log_dir=config.log_dir)
     if state is not None and state.get("kind") != config.kind:
-        raise TrainingError(f"cannot resume {config.name!r}: it is a {state.get('kind')!r} "
+        raise TrainingError(f"cannot resume {config.run.name!r}: it is a {state.get('kind')!r} "
                             f"run, not {config.kind!r}")
     return state
 
 
 def run(stage, resume_state=None):
-    """Train ``stage`` to ``config.epochs`` epochs; returns the final state dict.
+    """Train ``stage`` to ``config.schedule.epochs`` epochs; returns the final state dict.
 
     ``resume_state``: what :func:`prepare` returned (None for a fresh run).
     A fresh run on an existing name (``--overwrite``, or a restart) sets the
@@ -120,7 +119,7 @@ def run(stage, resume_state=None):
     try:
         return _run(stage, resume_state)
     except BaseException:
-        CheckpointStore(stage.config.tmp, stage.config.name).recover_replaced(stage.config.log_dir)
+        CheckpointStore(stage.config.run.tmp, stage.config.run.name).recover_replaced(stage.config.log_dir)
         raise
 
 
@@ -130,7 +129,7 @@ def _run(stage, resume_state):
     from training.summaries import SummaryLogger
 
     config = stage.config
-    store = CheckpointStore(config.tmp, config.name)
+    store = CheckpointStore(config.run.tmp, config.run.name)
     objects = stage.model_objects()
     with_optimizer = dict(objects, optimizer=stage.optimizer)
     if resume_state is not None:
@@ -144,14 +143,15 @@ def _run(stage, resume_state):
         best = math.inf if best is None else float(best)
         best_epoch = resume_state.get("best_epoch")
         history = list(resume_state.get("history", []))
-        print(f"resuming {config.name!r} after epoch {start} of {config.epochs} "
+        print(f"resuming {config.run.name!r} after epoch {start} of {config.schedule.epochs} "
               f"(best score {best:.4g} at epoch {best_epoch}); next learning rate "
-              f"{learning_rate(start, config.lr0, config.lr_centre, config.lr_width):.6g}")
+              f"{config.schedule.learning_rate(start):.6g}")
     else:
         stage.finetune()
         start, best, best_epoch, history = 0, math.inf, None, []
-    if start >= config.epochs:
-        print(f"{config.name!r} has already trained {start} epochs (--epochs {config.epochs}): nothing to do")
+    if start >= config.schedule.epochs:
+        print(f"{config.run.name!r} has already trained {start} epochs (--epochs {config.schedule.epochs}): "
+              "nothing to do")
         return resume_state
     replacing = resume_state is None and (store.has("best") or store.has("latest"))
     if replacing:  # data and fine-tune checkpoints are loaded: now the old run makes way
@@ -161,12 +161,12 @@ def _run(stage, resume_state):
     print(f"checkpoints: {store.dir}\nTensorBoard: {config.log_dir}")
     state = resume_state or {}
     exit_after_epoch = _exit_after_epoch()
-    for epoch in range(start, config.epochs):
+    for epoch in range(start, config.schedule.epochs):
         started = time.time()
-        lr = learning_rate(epoch, config.lr0, config.lr_centre, config.lr_width)
+        lr = config.schedule.learning_rate(epoch)
         stage.steps_impl.set_learning_rate(lr)
         steps = stage.steps(epoch)
-        bar = tqdm(total=steps, desc=f"{config.name} {epoch + 1}/{config.epochs}", unit="step",
+        bar = tqdm(total=steps, desc=f"{config.run.name} {epoch + 1}/{config.schedule.epochs}", unit="step",
                    leave=False, dynamic_ncols=True, file=sys.stdout, mininterval=1.0)
         sums, count, pending = {}, 0, []
         first_step = stage.steps_impl.iterations + 1
@@ -179,7 +179,7 @@ def _run(stage, resume_state):
                 for key, value in values.items():
                     if not math.isfinite(value):
                         bar.close()
-                        raise TrainingError(f"{config.name}: training {key} became {value} at epoch "
+                        raise TrainingError(f"{config.run.name}: training {key} became {value} at epoch "
                                             f"{epoch + 1}, step {step - first_step + 1} (try a lower --lr)")
                     sums[key] = sums.get(key, 0.0) + value
                     logger.scalar(f"train/{key}", value, step)
@@ -192,7 +192,7 @@ def _run(stage, resume_state):
         for batch in batches:
             pending.append(stage.train_step(batch))
             count += 1
-            if len(pending) >= config.log_every or count >= steps:
+            if len(pending) >= config.run.log_every or count >= steps:
                 read_pending()
             bar.update(1)
             if count >= steps:
@@ -201,8 +201,8 @@ def _run(stage, resume_state):
         bar.close()
         stage.steps_impl.sync()
         if count == 0:
-            raise TrainingError(f"{config.name}: no training batch in epoch {epoch + 1} "
-                                f"({config.data / config.train_list} gives fewer samples than a batch?)")
+            raise TrainingError(f"{config.run.name}: no training batch in epoch {epoch + 1} "
+                                f"({config.data.train_path} gives fewer samples than a batch?)")
         train = {key: value / count for key, value in sums.items()}
         step = stage.steps_impl.iterations
         metrics = stage.validate(epoch, step)
@@ -214,9 +214,9 @@ def _run(stage, resume_state):
         history.append({"epoch": epoch + 1, "lr": lr, "steps": count,
                         "train": {k: _json_float(v) for k, v in train.items()},
                         "val": {k: _json_float(v) for k, v in metrics.items()}})
-        state = {"kind": config.kind, "name": config.name, "epochs_done": epoch + 1,
+        state = {"kind": config.kind, "name": config.run.name, "epochs_done": epoch + 1,
                  "global_step": step, "best": _json_float(best), "best_epoch": best_epoch,
-                 "lr_last": lr, "lr_next": learning_rate(epoch + 1, config.lr0, config.lr_centre, config.lr_width),
+                 "lr_last": lr, "lr_next": config.schedule.learning_rate(epoch + 1),
                  "config": config.to_json(), "history": history}
         if improved:
             store.save("best", objects, state)
@@ -226,7 +226,7 @@ def _run(stage, resume_state):
             replacing = False
         logger.flush()
         shown = " ".join(f"{k}={metrics[k]:.4g}" for k in stage.summary_fields() if k in metrics)
-        print(f"{config.name} epoch {epoch + 1}/{config.epochs}: lr={lr:.3g} steps={count} "
+        print(f"{config.run.name} epoch {epoch + 1}/{config.schedule.epochs}: lr={lr:.3g} steps={count} "
               f"loss={train['loss']:.4g} | val {shown}{' *best*' if improved else ''} "
               f"| {time.time() - started:.1f}s", flush=True)
         if exit_after_epoch is not None and epoch + 1 >= exit_after_epoch:
@@ -234,6 +234,6 @@ def _run(stage, resume_state):
             sys.stdout.flush()
             os._exit(3)  # simulated crash for the resume test: no clean-up at all
     logger.close()
-    print(f"{config.name}: done, best score {best:.4g} at epoch {best_epoch} -> {store.dir / 'best'}")
+    print(f"{config.run.name}: done, best score {best:.4g} at epoch {best_epoch} -> {store.dir / 'best'}")
     return state
 

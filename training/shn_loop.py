@@ -54,65 +54,66 @@ class SHNStage(Stage):
 
     def __init__(self, config):
         self.config = config
-        set_seeds(config.seed)
-        augmentation = config.augmentation
+        set_seeds(config.data.seed)
+        augmentation = config.data.augmentation
         if augmentation is None:
-            augmentation = 3 if config.voc is not None else 1
-            if config.voc is None:
+            augmentation = 3 if config.data.voc is not None else 1
+            if config.data.voc is None:
                 print("SHN augmentation: 1 (standard); give --voc DIR for the original's mode 3 "
                       "(standard + Pascal VOC occlusion)")
         self.augmentation = augmentation
-        self.workers = default_workers() if config.workers is None else config.workers
+        self.workers = default_workers() if config.data.workers is None else config.data.workers
         self.stream = None
-        if config.stream:
+        if config.data.stream:
             from DataReader.stream import SyntheticStream
 
-            self.stream = SyntheticStream(config.batch_size, seed=config.seed, workers=self.workers,
-                                          augmentation=augmentation, smpl_dir=config.smpl_dir,
-                                          pool_size=config.stream_pool)
+            self.stream = SyntheticStream(config.schedule.batch_size, seed=config.data.seed, workers=self.workers,
+                                          augmentation=augmentation, smpl_dir=config.model.smpl_dir,
+                                          pool_size=config.data.stream_pool)
             self.train_data = None
             self.num_train = None
         else:
-            self.train_data = self._dataset(config.train_list, training=True)
+            self.train_data = self._dataset(config.data.train_list, training=True)
             self.num_train = self._num_frames(self.train_data)
-            if self.num_train < config.batch_size:
-                raise TrainingError(f"{config.data / config.train_list}: {self.num_train} frames, fewer than "
-                                    f"one batch of {config.batch_size} (lower --batch-size)")
-        self.val_data = self._dataset(config.val_list, training=False)
+            if self.num_train < config.schedule.batch_size:
+                raise TrainingError(f"{config.data.train_path}: {self.num_train} frames, fewer than "
+                                    f"one batch of {config.schedule.batch_size} (lower --batch-size)")
+        self.val_data = self._dataset(config.data.val_list, training=False)
         self.num_val = self._num_frames(self.val_data)
-        self.check_data = (self._dataset(config.train_list, training=False)
-                           if config.train_check_batches or config.bn_recalibrate else None)
+        self.check_data = (self._dataset(config.data.train_list, training=False)
+                           if config.run.train_check_batches or config.run.bn_recalibrate else None)
 
-        self.model = SHN(num_stacks=config.num_stacks, num_features=config.num_features,
-                         grid_axes=config.grid_axes)
+        self.model = SHN(num_stacks=config.model.num_stacks, num_features=config.model.num_features,
+                         grid_axes=config.model.grid_axes)
         self.model(np.zeros((1, 256, 256, 3), np.float32))  # creates the variables
-        self.loss = VoxelHeatmapLoss(VoxelGrid(axes=config.grid_axes), peak_one=config.heatmap_peak == "one")
-        optimizer = keras.optimizers.Adam(learning_rate=config.lr0)
-        loss_scale = config.mixed_precision and backend() == "tensorflow"
+        self.loss = VoxelHeatmapLoss(VoxelGrid(axes=config.model.grid_axes),
+                                     peak_one=config.model.heatmap_peak == "one")
+        optimizer = keras.optimizers.Adam(learning_rate=config.schedule.lr0)
+        loss_scale = config.model.mixed_precision and backend() == "tensorflow"
         if loss_scale:
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(self.model.trainable_variables)
         self.optimizer = optimizer
         self.steps_impl = make_steps([self.model], optimizer, self._forward, self._predict,
                                      loss_scale=loss_scale)
-        source = (f"synthetic stream ({self.workers} workers, reuse pool {config.stream_pool})"
+        source = (f"synthetic stream ({self.workers} workers, reuse pool {config.data.stream_pool})"
                   if self.stream is not None
                   else f"{self.num_train} training frames")
-        print(f"SHN: {self.model.count_params() / 1e6:.1f} M parameters, {config.num_stacks} stacks, "
-              f"{source} / {self.num_val} validation frames, batch {config.batch_size}, "
-              f"augmentation {augmentation}, recipe {config.recipe} (heatmap peak {config.heatmap_peak}, "
-              f"coordinate loss weight {config.coord_loss_weight:g}), Keras backend {backend()}")
+        print(f"SHN: {self.model.count_params() / 1e6:.1f} M parameters, {config.model.num_stacks} stacks, "
+              f"{source} / {self.num_val} validation frames, batch {config.schedule.batch_size}, "
+              f"augmentation {augmentation}, recipe {config.model.recipe} (heatmap peak {config.model.heatmap_peak}, "
+              f"coordinate loss weight {config.model.coord_loss_weight:g}), Keras backend {backend()}")
         self._train_iterator = None
 
     # ------------------------------------------------------------------ data
     def _dataset(self, list_name, training):
         """The frames of a data list: a tf.data dataset (TensorFlow) or a NumPy batch loader (JAX)."""
-        config = self.config
+        data, batch_size = self.config.data, self.config.schedule.batch_size
         common = dict(training=training, augmentation=self.augmentation if training else 0,
-                      seed=config.seed, voc_dir=config.voc if training else None)
+                      seed=data.seed, voc_dir=data.voc if training else None)
         if backend() == "tensorflow":
-            return DataReader.shn_dataset(config.data, config.data / list_name, config.batch_size, **common)
-        return DataReader.shn_batches(config.data, config.data / list_name, config.batch_size,
+            return DataReader.shn_dataset(data.root, data.root / list_name, batch_size, **common)
+        return DataReader.shn_batches(data.root, data.root / list_name, batch_size,
                                       workers=self.workers if training else min(self.workers, 4), **common)
 
     @staticmethod
@@ -129,22 +130,22 @@ class SHNStage(Stage):
         return {"shn": self.model}
 
     def finetune(self):
-        if not self.config.finetune:
+        if not self.config.run.finetune:
             return
-        if len(self.config.finetune) != 1:
-            raise TrainingError(f"shn --finetune takes one checkpoint name, got {list(self.config.finetune)}")
-        name = self.config.finetune[0]
-        load_named(self.config.tmp, name, {"shn": self.model}, kinds=("shn",), purpose="fine-tune from")
+        if len(self.config.run.finetune) != 1:
+            raise TrainingError(f"shn --finetune takes one checkpoint name, got {list(self.config.run.finetune)}")
+        name = self.config.run.finetune[0]
+        load_named(self.config.run.tmp, name, {"shn": self.model}, kinds=("shn",), purpose="fine-tune from")
         self.steps_impl.reload()
         print(f"SHN: starting from checkpoint {name!r}")
 
     def steps(self, epoch):
-        if self.config.steps is not None:
-            return self.config.steps
+        if self.config.schedule.steps is not None:
+            return self.config.schedule.steps
         if self.stream is not None:
-            return self.config.max_steps or self.config.steps_growth or 500
-        num_batches = self.num_train // self.config.batch_size
-        return shn_steps(epoch, num_batches, self.config.steps_growth or 500, self.config.max_steps)
+            return self.config.schedule.max_steps or self.config.schedule.steps_growth or 500
+        num_batches = self.num_train // self.config.schedule.batch_size
+        return shn_steps(epoch, num_batches, self.config.schedule.steps_growth or 500, self.config.schedule.max_steps)
 
     def train_batches(self, epoch):
         # One endless iterator for the whole run: epochs take their steps from
@@ -167,9 +168,9 @@ class SHNStage(Stage):
         predicted = soft_argmax(logits[-1], num_points=kinematics.NUM_POINTS, axes=self.loss.grid.axes)
         distances = ops.norm(predicted - points, axis=-1)
         out = {"loss": total, "error_all_mm": ops.mean(distances) * 1000.0}
-        if self.config.coord_loss_weight:
+        if self.config.model.coord_loss_weight:
             coord = ops.mean(ops.abs(predicted - points))
-            out.update(heatmap_loss=total, coord_loss=coord, loss=total + self.config.coord_loss_weight * coord)
+            out.update(heatmap_loss=total, coord_loss=coord, loss=total + self.config.model.coord_loss_weight * coord)
         for s in range(per_stack.shape[0]):
             out[f"loss_stack_{s + 1}"] = per_stack[s]
         return out
@@ -201,21 +202,22 @@ class SHNStage(Stage):
 
     def validate(self, epoch, step):
         config = self.config
+        val_steps = config.schedule.val_steps
         metrics = {}
-        if config.bn_recalibrate:
+        if config.run.bn_recalibrate:
             # The moving averages as training left them, then re-estimated ones (kept, and saved).
-            metrics["error_all_mm_moving_average"] = self._score(self.val_data, config.val_steps)[0].summary()["all"]
-            used = self.steps_impl.recalibrate_batch_norm(self.check_data, config.bn_recalibrate)
+            metrics["error_all_mm_moving_average"] = self._score(self.val_data, val_steps)[0].summary()["all"]
+            used = self.steps_impl.recalibrate_batch_norm(self.check_data, config.run.bn_recalibrate)
             print(f"batch norm re-estimated on {used} training batches")
-        meter, losses, first = self._score(self.val_data, config.val_steps, keep_first=True)
+        meter, losses, first = self._score(self.val_data, val_steps, keep_first=True)
         if meter.count == 0:
-            raise TrainingError(f"{config.data / config.val_list}: no validation batch "
-                                f"(fewer frames than --batch-size {config.batch_size}?)")
-        if first is not None and config.log_images > 0:
+            raise TrainingError(f"{config.data.val_path}: no validation batch "
+                                f"(fewer frames than --batch-size {config.schedule.batch_size}?)")
+        if first is not None and config.run.log_images > 0:
             batch, predicted = first
             overlay = skeleton_overlays(np.asarray(batch["image"]), predicted, np.asarray(batch["points"]),
                                         np.asarray(batch["root_camera"]), kinematics.PARENTS,
-                                        max_images=config.log_images)
+                                        max_images=config.run.log_images)
             self.logger.images("val/skeleton_pred_red_true_green", overlay, step)
         errors = meter.summary()
         metrics.update({"loss": float(np.mean(losses)), "error_joints_mm": errors["joints"],
@@ -229,13 +231,13 @@ class SHNStage(Stage):
                   "workers): " + ", ".join(f"{k} {v:.1f}" for k, v in stats["per_frame_ms"].items()))
         with_batch_stats = backend() == "jax"  # stateless: batch statistics leave no trace
         if with_batch_stats:
-            metrics["error_all_mm_batch_stats"] = self._score(self.val_data, config.val_steps, True)[0].summary()["all"]
-        if config.train_check_batches:
+            metrics["error_all_mm_batch_stats"] = self._score(self.val_data, val_steps, True)[0].summary()["all"]
+        if config.run.train_check_batches:
             metrics["train_frames_error_all_mm"] = self._score(
-                self.check_data, config.train_check_batches)[0].summary()["all"]
+                self.check_data, config.run.train_check_batches)[0].summary()["all"]
             if with_batch_stats:
                 metrics["train_frames_error_all_mm_batch_stats"] = self._score(
-                    self.check_data, config.train_check_batches, True)[0].summary()["all"]
+                    self.check_data, config.run.train_check_batches, True)[0].summary()["all"]
         return metrics
 
     def summary_fields(self):
