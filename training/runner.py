@@ -12,13 +12,18 @@ data and steps; this module only runs epochs over it::
         one summary line
 
 Epochs are 0-based inside (the schedule's ``epoch``) and printed 1-based.
-The ``latest`` state stores ``epochs_done``; a resumed run starts at epoch
-``epochs_done`` with the optimiser (Adam moments, step counter) restored.
+The ``latest`` state stores ``epochs_done`` and the dropout layers' seed
+states (``Stage.random_state``); a resumed run starts at epoch ``epochs_done``
+with the optimiser (Adam moments, step counter) and those seeds restored. A
+stage that draws each epoch's data from ``epoch_seed(seed, epoch)`` (the SMPLR
+stages) then repeats, from the resumed epoch on, what an uninterrupted run does.
 """
 import math
 import os
 import sys
 import time
+
+import numpy as np
 
 from training import TrainingError
 from training.checkpoints import CheckpointStore
@@ -81,6 +86,45 @@ class Stage:
         """Validation metric names shown on the summary line."""
         return ("score",)
 
+    def seed_generators(self):
+        """The Keras SeedGenerators of the model parts (the dropout layers' streams), in layer order."""
+        import keras
+
+        generators = []
+        for part in self.model_objects().values():
+            if isinstance(part, keras.layers.Layer):
+                for layer in part._flatten_layers(include_self=True):
+                    generators.extend(layer._seed_generators)
+        return generators
+
+    def random_state(self):
+        """What the model parts' random streams need to continue (JSON-friendly): each seed
+        generator's state (seed, draws so far). Read after ``steps_impl.sync()``."""
+        import keras
+
+        return {"seed_generators": [np.asarray(keras.ops.convert_to_numpy(generator.state)).tolist()
+                                    for generator in self.seed_generators()]}
+
+    def restore_random_state(self, state):
+        """Put back what :meth:`random_state` returned (before ``steps_impl.reload()``); a state
+        saved without it (older checkpoints) leaves the streams as they are."""
+        saved = (state or {}).get("seed_generators")
+        if saved is None:
+            return
+        generators = self.seed_generators()
+        if len(saved) != len(generators):
+            raise TrainingError(f"{self.config.run.name}: the checkpoint holds {len(saved)} dropout seed "
+                                f"states, the model has {len(generators)}")
+        for generator, value in zip(generators, saved):
+            generator.state.assign(np.asarray(value, dtype=generator.state.dtype))
+
+
+def epoch_seed(seed, epoch):
+    """The seed (int in [0, 2**31)) of 0-based ``epoch``'s own random streams, drawn from
+    (``seed``, ``epoch``): a stage whose epochs draw their data from it draws the same
+    batches in an epoch whether the run went through or was resumed before it."""
+    return int(np.random.SeedSequence([int(seed) % 2 ** 32, int(epoch)]).generate_state(1)[0] >> 1)
+
 
 def set_seeds(seed):
     """Python, NumPy and TensorFlow seeds (``--seed``)."""
@@ -137,6 +181,7 @@ def _run(stage, resume_state):
             store.restore("latest", with_optimizer)
         else:  # killed while the first latest was written: best, fresh optimizer (see CheckpointStore.prepare)
             store.restore("best", objects)
+        stage.restore_random_state(resume_state.get("random_state"))
         stage.steps_impl.reload()
         start = int(resume_state["epochs_done"])
         best = resume_state.get("best")
@@ -217,7 +262,7 @@ def _run(stage, resume_state):
         state = {"kind": config.kind, "name": config.run.name, "epochs_done": epoch + 1,
                  "global_step": step, "best": _json_float(best), "best_epoch": best_epoch,
                  "lr_last": lr, "lr_next": config.schedule.learning_rate(epoch + 1),
-                 "config": config.to_json(), "history": history}
+                 "config": config.to_json(), "history": history, "random_state": stage.random_state()}
         if improved:
             store.save("best", objects, state)
         store.save("latest", with_optimizer, state)

@@ -17,6 +17,11 @@ A new stage is a subclass naming its nets (``build_nets``, ``model_objects``),
 its forward pass (``_forward``) and, when it predicts no points, how validation
 builds them (``_body_points``); ``STAGE_CLASSES`` maps kinds to classes.
 
+Each epoch draws its training batches (order and noise) from (seed, epoch),
+and the dropout seeds are saved with the ``latest`` checkpoint, so a run
+killed and resumed repeats what an uninterrupted run does from the resumed
+epoch on (``training.runner``).
+
 Validation (the val list, with a fixed draw of the same noise, so epochs are
 comparable): the stage's loss (best checkpoint = lowest, as the original), and
 errors in mm: DAE output for ``dae``; for the others the SMPL body built from
@@ -38,7 +43,7 @@ from smpl.io import OPEN_BODY_FILES
 from training import TrainingError
 from training.checkpoints import load_named
 from training.metrics import PointErrorMeter, rotation_errors_deg
-from training.runner import Stage, prepare, run, set_seeds
+from training.runner import Stage, epoch_seed, prepare, run, set_seeds
 from training.schedules import smplr_steps
 from training.skeleton_bodies import skeleton_arrays
 from training.steps import backend, make_steps
@@ -111,18 +116,17 @@ class SMPLRStage(Stage):
         self.optimizer = keras.optimizers.Adam(learning_rate=schedule.lr0)
         self.optimizer.build(self.variables)
 
-        noise = data.augmentation == 1
-        batch_arrays = self.train_arrays
+        self.noise = noise = data.augmentation == 1
+        self.batch_arrays = self.train_arrays
         if self.num_train < schedule.batch_size:
             # A list smaller than one batch: repeat it so that batches are full
             # (every copy draws its own noise).
             copies = -(-schedule.batch_size // self.num_train)
-            batch_arrays = batch_arrays.concatenate(*([batch_arrays] * (copies - 1)))
+            self.batch_arrays = self.batch_arrays.concatenate(*([self.batch_arrays] * (copies - 1)))
         # tf.data on TensorFlow, the NumPy twin elsewhere (same arrays, same noise model).
-        batches = DataReader.smplr_dataset if backend() == "tensorflow" else DataReader.smplr_batches
-        self.train_data = batches(batch_arrays, schedule.batch_size, training=True, noise=noise, seed=data.seed)
+        self.make_batches = DataReader.smplr_dataset if backend() == "tensorflow" else DataReader.smplr_batches
         # One fixed draw of validation noise, kept in memory: every epoch sees the same inputs.
-        val = batches(self.val_arrays, schedule.batch_size, training=False, noise=noise, seed=data.seed + 1)
+        val = self.make_batches(self.val_arrays, schedule.batch_size, training=False, noise=noise, seed=data.seed + 1)
         self.val_batches = []
         for batch in val:
             if schedule.val_steps is not None and len(self.val_batches) >= schedule.val_steps:
@@ -135,7 +139,6 @@ class SMPLRStage(Stage):
         print(f"{self.kind}: {params / 1e6:.2f} M trainable parameters, {self.num_train} training "
               f"({data.synthetic} synthetic{source}) / {len(self.val_arrays)} validation samples, "
               f"batch {schedule.batch_size}, input noise {'on' if noise else 'off'}")
-        self._train_iterator = None
         self.steps_impl = make_steps(self.trained, self.optimizer, self._train_forward, self._val_forward)
 
     # ------------------------------------------------------------------ parts
@@ -180,11 +183,12 @@ class SMPLRStage(Stage):
         return smplr_steps(self.num_train, schedule.batch_size, schedule.max_steps or 400)
 
     def train_batches(self, epoch):
-        # One endless iterator for the whole run (reshuffled, fresh noise every pass).
-        if self._train_iterator is None:
-            data = self.train_data
-            self._train_iterator = iter(data.repeat() if backend() == "tensorflow" else data.batches())
-        return self._train_iterator
+        """Endless batches for 0-based ``epoch``, shuffled and noised from ``epoch_seed(seed, epoch)``
+        (reshuffled, fresh noise on every further pass), so that an epoch draws the same batches
+        whether the run went through or was resumed before it."""
+        data = self.make_batches(self.batch_arrays, self.config.schedule.batch_size, training=True,
+                                 noise=self.noise, seed=epoch_seed(self.config.data.seed, epoch))
+        return iter(data.repeat() if backend() == "tensorflow" else data.batches())
 
     # ------------------------------------------------------------------ steps
     def _forward(self, batch, training):
