@@ -218,13 +218,24 @@ def test_corrupt_files_give_one_line_naming_the_path(tmp_path):
     message = error({"dae": net})
     assert str(slot / "dae.weights.h5") in message and "ShapeNet" in message
 
-    # state.json: valid JSON of the wrong shape, invalid JSON.
+    # state.json: valid JSON of the wrong shape (for any key a reader uses), invalid JSON.
     state = slot / "state.json"
-    for text in ("[1, 2]", '{"objects": 3}', "{not json"):
+    good = json.loads(state.read_text())
+    wrong = ["[1, 2]", '{"objects": 3}', '{"objects": "dae"}', '{"objects": ["../dae"]}', "{not json"]
+    for key, value in (("kind", 5), ("config", [1]), ("history", {}), ("history", [1]), ("epochs_done", "2"),
+                       ("epochs_done", -1), ("epochs_done", True), ("global_step", 1.5), ("best_epoch", "1"),
+                       ("best", "0.5")):
+        wrong.append(json.dumps(dict(good, **{key: value})))
+    for k, text in enumerate(wrong):
         state.write_text(text)
-        assert str(state) in error(fresh())
-        with pytest.raises(TrainingError, match="corrupt checkpoint state"):
+        if k < 2:
+            assert str(state) in error(fresh())
+        with pytest.raises(TrainingError, match=f"corrupt checkpoint state {state}"):
             store.read_state("latest")
+        with pytest.raises(TrainingError, match="corrupt checkpoint state"):
+            store.prepare(resume=True)  # what --resume and train_all.py --resume read
+    state.write_text(json.dumps(dict(good, best=None, best_epoch=None)))
+    assert store.read_state("latest")["best"] is None
     # A corrupt slot still counts as existing: a new run does not silently replace it.
     with pytest.raises(TrainingError, match="already exists"):
         store.prepare()
@@ -282,10 +293,19 @@ def _legacy_slot(tmp_path, model):
 
 def test_legacy_tensorflow_slot_loads_on_tensorflow(tmp_path):
     model = small_dae(0)
-    _legacy_slot(tmp_path, model)
+    slot = _legacy_slot(tmp_path, model)
     other = small_dae(1)
     assert load_named(tmp_path, "old", {"dae": other}, kinds=("dae",))["epochs_done"] == 4
     assert_all_equal(weights(other), weights(model))
+
+    # A truncated ckpt.index or ckpt.data-*: one line naming the slot.
+    for path in (slot / "ckpt.index", next(slot.glob("ckpt.data-*"))):
+        original = path.read_bytes()
+        path.write_bytes(original[:len(original) // 2])
+        with pytest.raises(TrainingError) as error:
+            load_named(tmp_path, "old", {"dae": small_dae(1)}, kinds=("dae",))
+        assert "\n" not in str(error.value) and str(slot) in str(error.value), str(error.value)
+        path.write_bytes(original)
 
 
 @requires_jax

@@ -1,11 +1,15 @@
-"""Faults that must lose nothing (issue 14): crafted model pickles, --overwrite on
-bad data, a kill during the first checkpoint save, killed and failed test.py
-runs, and TensorFlow's start-up lines.
+"""Faults that must lose nothing: crafted model pickles, --overwrite on bad data,
+a kill during the first checkpoint save, killed and failed test.py runs,
+TensorFlow's start-up lines, impossible option values, output folders that
+cannot be written, a disk that fills during a checkpoint or results save, and
+corrupt checkpoints in --resume, --finetune, test.py and train_all.py --resume.
 
 References: files on disk before and after (bytes, listings), marker files a
 crafted pickle would create, the real CLOTH3D++ samples with a NaN put into a
-joints array or a frame cut short after its header.
+joints array or a frame cut short after its header; a full disk is simulated
+in-process by a write that stores part of its file and raises ENOSPC.
 """
+import errno
 import hashlib
 import json
 import os
@@ -288,7 +292,7 @@ def _tiny_checkpoints(tmp):
                                                          "config": config})
 
 
-def test_test_py_results_are_atomic(tmp_path, cloth3d_root, capsys):
+def test_test_py_results_are_atomic(tmp_path, cloth3d_root, capsys, monkeypatch):
     from training.evaluate import main
 
     tmp = tmp_path / "tmp"
@@ -329,7 +333,26 @@ def test_test_py_results_are_atomic(tmp_path, cloth3d_root, capsys):
     frame.write_bytes(payload[:200])  # signature and IHDR intact, image data cut short
     capsys.readouterr()
     assert main(args + ["--data", str(data), "--out", "done", "--overwrite"]) == 2
-    assert capsys.readouterr().err.startswith("error: ")
+    err = capsys.readouterr().err  # the reader's one line, out of TensorFlow's wrapped traceback
+    assert err == f"error: {frame}: corrupt or unreadable PNG\n", err
+    assert _digest(results / "done") == done
+    assert sorted(os.listdir(results)) == ["done", "killed"]
+
+    # A disk that fills while the second batch file is written: one line, the earlier results kept.
+    real_savez = np.savez_compressed
+
+    def second_batch_fills_the_disk(path, **arrays):
+        if Path(path).name == "batch_00001.npz":
+            Path(path).write_bytes(b"PK\x03\x04")
+            _disk_full()
+        real_savez(path, **arrays)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(np, "savez_compressed", second_batch_fills_the_disk)
+        capsys.readouterr()
+        assert main(args + ["--data", str(cloth3d_root), "--out", "done", "--overwrite", "--overlays", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: cannot write {results / '.done.partial' / 'batch_00001.npz'}: No space left on device\n"
     assert _digest(results / "done") == done
     assert sorted(os.listdir(results)) == ["done", "killed"]
 
@@ -358,3 +381,222 @@ def test_tensorflow_start_up_lines_hidden_unless_verbose(tmp_path, cloth3d_root)
     chain = _run(["train_all.py", "-1", "--data", cloth3d_root, "--tmp", tmp_path, "--stages", "dae"])
     assert chain.returncode == 1
     assert "already exists" in chain.stderr and not TF_LOG_LINE.search(chain.stderr + chain.stdout), chain.stderr
+
+
+# ------------------------------------------------------------------ bad numbers in options
+def test_impossible_numbers_in_options_are_one_line(tmp_path, capsys):
+    from training.cli import main
+
+    for name in ("train.txt", "val.txt"):  # lists that exist: the option is what is refused
+        (tmp_path / name).write_text("")
+    common = ["-1", "--data", tmp_path, "--tmp", tmp_path / "tmp", "--name", "x"]
+    for args, message in ((["dae", "--lr", "nan"], "--lr must be a finite number > 0, got nan"),
+                          (["dae", "--lr", "inf"], "--lr must be a finite number > 0, got inf"),
+                          (["pose", "--lr", "-0.1"], "--lr must be a finite number > 0, got -0.1"),
+                          (["shn", "--num-stacks", "0"], "--num-stacks must be >= 1")):
+        code, _, err = _train(args[:1] + common + args[1:], capsys)
+        assert code == 2 and err.startswith(f"error: {message}") and err.count("\n") == 1, (args, err)
+    assert not (tmp_path / "tmp").exists()  # refused before anything was written
+
+
+# ------------------------------------------------------------------ disk errors
+def test_output_folder_that_cannot_be_written_is_found_before_any_work(tmp_path, cloth3d_root, capsys,
+                                                                       monkeypatch):
+    import training.evaluate
+    import training.smplr_loop
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before the output folder was checked")
+
+    monkeypatch.setattr(training.smplr_loop, "SMPLRStage", no_work)
+    monkeypatch.setattr(training.evaluate, "load_stages", no_work)
+    (tmp_path / "file").write_text("in the way")
+    common = ["dae", "-1", "--data", cloth3d_root, "--name", "d", "--epochs", "1", "--steps", "1"]
+
+    # --tmp under a file: no checkpoints folder can be made.
+    code, _, err = _train(common + ["--tmp", tmp_path / "file" / "tmp"], capsys)
+    assert code == 2 and err == (f"error: cannot write to the checkpoints folder {tmp_path / 'file' / 'tmp'}"
+                                 f"/checkpoints: {tmp_path / 'file'} is a file, not a folder\n"), err
+    # A file where the logs folder goes.
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    (tmp / "logs").write_text("in the way")
+    code, _, err = _train(common + ["--tmp", tmp], capsys)
+    assert code == 2 and err.startswith(f"error: cannot write to the logs folder {tmp / 'logs'}: ") \
+        and err.count("\n") == 1, err
+    # test.py: a file where the results folder goes.
+    (tmp / "results").write_text("in the way")
+    capsys.readouterr()
+    assert training.evaluate.main(["-1", "a", "b", "c", "--tmp", str(tmp), "--data", str(cloth3d_root)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write to the results folder {tmp / 'results'}: ") \
+        and err.count("\n") == 1, err
+
+    # A folder without write permission (not a test root can run: root writes anyway).
+    if os.geteuid() != 0:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o500)
+        try:
+            code, _, err = _train(common + ["--tmp", locked], capsys)
+            assert code == 2 and "cannot write to the checkpoints folder" in err and "Permission denied" in err
+        finally:
+            locked.chmod(0o700)
+
+
+def _disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def _half_written_then_full(model, path, *args, **kwargs):
+    """keras.saving.save_weights on a disk that fills up: part of the file, then ENOSPC."""
+    Path(path).write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
+    _disk_full()
+
+
+def test_full_disk_during_a_checkpoint_save_keeps_the_previous_slot(tmp_path, monkeypatch):
+    import keras
+
+    import training.checkpoints as C
+    from training import TrainingError
+
+    model = _small_model(0)
+    optimizer = keras.optimizers.Adam()
+    optimizer.build(model.trainable_variables)
+    store = C.CheckpointStore(tmp_path, "run")
+    store.save("latest", {"dae": model, "optimizer": optimizer}, {"kind": "dae", "epochs_done": 1})
+    before = _digest(store.dir)
+
+    real_rename = os.rename
+
+    def rename_fails_into_place(source, target):
+        if Path(source).name == ".latest.partial":
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real_rename(source, target)
+
+    # The disk fills while the weights, the optimizer or state.json is written; a rename fails.
+    for target, replacement, reason in ((keras.saving, ("save_weights", _half_written_then_full), "No space left"),
+                                        (C, ("_save_optimizer", _disk_full), "No space left"),
+                                        (C.json, ("dump", _disk_full), "No space left"),
+                                        (C.os, ("rename", rename_fails_into_place), "Input/output error")):
+        with monkeypatch.context() as patch:
+            patch.setattr(target, *replacement)
+            with pytest.raises(TrainingError) as error:
+                store.save("latest", {"dae": _small_model(1), "optimizer": optimizer},
+                           {"kind": "dae", "epochs_done": 2})
+        message = str(error.value)
+        assert "\n" not in message and str(store.dir / "latest") in message and reason in message, message
+        assert sorted(os.listdir(store.dir)) == ["latest"], replacement[0]  # no .partial, no .old
+        assert _digest(store.dir) == before and store.read_state("latest")["epochs_done"] == 1
+    restored = _small_model(2)
+    store.restore("latest", {"dae": restored})
+    for a, b in zip(restored.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_full_disk_while_training_is_one_line_and_leaves_no_partial(tmp_path, cloth3d_root, capsys, monkeypatch):
+    import keras
+
+    tmp = tmp_path / "tmp"
+    common = ["dae", "-1", "--data", cloth3d_root, "--tmp", tmp, "--name", "d", "--epochs", "1", "--steps", "1",
+              "--batch-size", "32"]
+    with monkeypatch.context() as patch:
+        patch.setattr(keras.saving, "save_weights", _half_written_then_full)
+        code, _, err = _train(common, capsys)
+    assert code == 2
+    assert re.fullmatch(rf"error: cannot write the best checkpoint {re.escape(str(tmp))}/checkpoints/d/best: "
+                        r"No space left on device \(.*\)\n", err), err
+    leftovers = [p.name for p in tmp.rglob("*") if p.name.endswith((".partial", ".old", ".replaced"))]
+    assert leftovers == [] and os.listdir(tmp / "checkpoints" / "d") == []
+    # Space freed: the same command runs (the name holds no checkpoint).
+    code, _, err = _train(common, capsys)
+    assert code == 0, err[-2000:]
+
+
+# ------------------------------------------------------------------ corrupt checkpoints
+def _corrupt_states(kind):
+    """state.json texts that are valid JSON of the wrong shape, with the words the error names."""
+    objects = {"dae": ["dae"], "shn": ["shn"], "shapepose": ["pose_net", "shape_net"]}[kind]
+    return (("[1, 2]", "expected a JSON object"),
+            (json.dumps({"kind": kind, "objects": objects, "config": [1]}), "'config' is [1]"),
+            (json.dumps({"kind": kind, "objects": objects, "epochs_done": "two"}), "'epochs_done' is 'two'"),
+            (json.dumps({"kind": kind, "objects": "dae"}), "'objects' is 'dae'"))
+
+
+def test_corrupt_checkpoints_are_one_line_in_resume_finetune_and_test_py(tmp_path, cloth3d_root, capsys):
+    from training.checkpoints import available_checkpoints
+    from training.evaluate import main as test_py
+
+    tmp = tmp_path / "tmp"
+    common = ["dae", "-1", "--data", cloth3d_root, "--tmp", tmp, "--steps", "1", "--batch-size", "32"]
+    code, _, err = _train(common + ["--name", "d", "--epochs", "1"], capsys)
+    assert code == 0, err[-2000:]
+    slot = tmp / "checkpoints" / "d"
+
+    def one_line(args, path, words=""):
+        code, _, err = _train(args, capsys)
+        assert code == 2 and err.count("\n") == 1 and str(path) in err and words in err, err
+
+    def spoil(path, text=None):
+        """Truncate ``path`` (or write ``text`` into it); returns what puts it back."""
+        original = path.read_bytes()
+        path.write_bytes(original[:len(original) // 2] if text is None else text.encode())
+        return lambda: path.write_bytes(original)
+
+    # --resume from a truncated weights or optimizer file, or a state.json of the wrong shape
+    # (the wrong shapes each reader could trip on are in tests/test_checkpoints.py).
+    resume = common + ["--name", "d", "--epochs", "2", "--resume"]
+    for name in ("dae.weights.h5", "optimizer.weights.h5"):
+        undo = spoil(slot / "latest" / name)
+        one_line(resume, slot / "latest" / name)
+        undo()
+    for text, words in _corrupt_states("dae"):
+        undo = spoil(slot / "latest" / "state.json", text)
+        one_line(resume, slot / "latest" / "state.json", words)
+        undo()
+
+    # --finetune from a truncated best, or a best state.json of the wrong shape.
+    finetune = common + ["--name", "f", "--epochs", "1", "--finetune", "d"]
+    undo = spoil(slot / "best" / "dae.weights.h5")
+    one_line(finetune, slot / "best" / "dae.weights.h5")
+    undo()
+    text, words = _corrupt_states("dae")[1]
+    undo = spoil(slot / "best" / "state.json", text)
+    one_line(finetune, slot / "best" / "state.json", words)
+    undo()
+    assert available_checkpoints(tmp) == ["d"]
+
+    # test.py: a truncated file or a wrong state.json in each of the three checkpoints.
+    _tiny_checkpoints(tmp)
+    args = ["-1", "shn", "dae", "smplr", "--tmp", str(tmp), "--data", str(cloth3d_root), "--batch-size", "2",
+            "--max-batches", "1", "--overlays", "0"]
+    best = {name: tmp / "checkpoints" / name / "best" for name in ("shn", "dae", "smplr")}
+    for path, text in ((best["shn"] / "shn.weights.h5", None),
+                       (best["shn"] / "state.json", _corrupt_states("shn")[1][0]),
+                       (best["shn"] / "state.json", json.dumps({"kind": "shn", "objects": ["shn"],
+                                                                "config": {"num_stacks": "x"}})),
+                       (best["dae"] / "state.json", _corrupt_states("dae")[0][0]),
+                       (best["smplr"] / "pose_net.weights.h5", None)):
+        undo = spoil(path, text)
+        capsys.readouterr()
+        assert test_py(args) == 2, path
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and str(path) in err, err
+        undo()
+    assert not (tmp / "results" / "smplr").exists()
+
+
+@pytest.mark.xfail(strict=True, reason="train_all.main does not yet turn the TrainingError that _finished's "
+                                       "read_state raises into one error line")
+def test_train_all_resume_with_a_corrupt_checkpoint_is_one_line(tmp_path, cloth3d_root, capsys):
+    import train_all
+
+    slot = tmp_path / "checkpoints" / "dae" / "latest"
+    slot.mkdir(parents=True)
+    for text, words in _corrupt_states("dae"):
+        (slot / "state.json").write_text(text)
+        capsys.readouterr()
+        code = train_all.main(["-1", "--data", str(cloth3d_root), "--tmp", str(tmp_path), "--stages", "dae",
+                               "--resume"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and str(slot / "state.json") in err and words in err, err

@@ -43,13 +43,21 @@ error, or by a kill (then the next command on the name puts them back).
 ``latest`` was being written has ``best`` only: it restarts from epoch 1
 (one epoch lost; the same seed gives the same run), or, where ``best`` is
 from a later epoch, resumes from ``best`` with a fresh optimiser.
+
+Faults are one :class:`training.TrainingError` line naming the path: an
+output folder that cannot be written (found by :meth:`CheckpointStore.prepare`,
+before a stage builds anything), a save that fails (a full disk: the
+``.partial`` folder is removed and the previous slot kept), a truncated
+weights file, a ``state.json`` that is not JSON or of the wrong shape.
 """
 import json
 import os
 import shutil
 import sys
+import tempfile
 import warnings
 from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Optional, Union
 
 import numpy as np
 
@@ -60,12 +68,83 @@ FORMAT = "keras-weights-h5"
 _STATE = "state.json"
 _LEGACY_INDEX = "ckpt.index"
 
+PathLike = Union[str, os.PathLike]
 
-def checkpoints_root(tmp):
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_object_name(name: Any) -> bool:
+    """Object names are file names: letters, digits, '_' or '-'."""
+    return isinstance(name, str) and bool(name) and name.replace("_", "").replace("-", "").isalnum()
+
+
+def _is_number_or_none(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+#: The state.json keys the readers use, each with its check and the words of the error.
+_STATE_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "objects": (lambda v: isinstance(v, list) and all(map(_is_object_name, v)), "a list of object names"),
+    "kind": (lambda v: isinstance(v, str), "a stage kind"),
+    "config": (lambda v: isinstance(v, dict), "a JSON object"),
+    "history": (lambda v: isinstance(v, list) and all(isinstance(h, dict) for h in v), "a list of JSON objects"),
+    "epochs_done": (_is_int, "an integer >= 0"),
+    "global_step": (_is_int, "an integer >= 0"),
+    "best_epoch": (lambda v: v is None or _is_int(v), "an integer or null"),
+    "best": (_is_number_or_none, "a number or null"),
+}
+
+
+def check_state(state: Any, path: PathLike) -> dict:
+    """``state`` (a parsed ``state.json``) when it has the shape the readers expect;
+    otherwise a one-line TrainingError naming ``path``."""
+    if not isinstance(state, dict):
+        raise TrainingError(f"corrupt checkpoint state {path}: expected a JSON object with an 'objects' "
+                            f"list, got {type(state).__name__}")
+    for key, (valid, expected) in _STATE_KEYS.items():
+        if key in state and not valid(state[key]):
+            shown = repr(state[key])
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise TrainingError(f"corrupt checkpoint state {path}: {key!r} is {shown}, expected {expected}")
+    return state
+
+
+def _os_reason(exc: BaseException) -> str:
+    """An OSError's reason ("No space left on device"), else its one-line message."""
+    return getattr(exc, "strerror", None) or _one_line(exc)
+
+
+def check_writable(folder: PathLike, what: str = "output folder") -> Path:
+    """Create ``folder`` if needed and write (and remove) a probe file in it.
+
+    Found before any work starts: a folder that cannot be created or written
+    (read-only, a file in the way, no permission) is one TrainingError line.
+    Returns the folder.
+    """
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise TrainingError(f"cannot write to the {what} {folder}: {existing} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise TrainingError(f"cannot write to the {what} {folder}: {_os_reason(exc)}") from None
+    return folder
+
+
+def checkpoints_root(tmp: PathLike) -> Path:
+    """``TMP/checkpoints``."""
     return Path(tmp) / "checkpoints"
 
 
-def available_checkpoints(tmp):
+def available_checkpoints(tmp: PathLike) -> list[str]:
     """Sorted names of the checkpoints under ``TMP/checkpoints`` with a complete slot."""
     root = checkpoints_root(tmp)
     if not root.is_dir():
@@ -79,7 +158,7 @@ def available_checkpoints(tmp):
     return names
 
 
-def weights_file(name):
+def weights_file(name: str) -> str:
     """File name of object ``name`` in a slot: ``NAME.weights.h5`` (the suffix Keras requires)."""
     return f"{name}.weights.h5"
 
@@ -95,7 +174,9 @@ def _missing_files(slot_dir):
     if (slot_dir / _LEGACY_INDEX).is_file():
         return []
     try:
-        names = list(json.loads((slot_dir / _STATE).read_text())["objects"])
+        names = json.loads((slot_dir / _STATE).read_text())["objects"]
+        if not isinstance(names, list) or not all(map(_is_object_name, names)):
+            return []  # corrupt: read_state says so
         return [weights_file(n) for n in names if not (slot_dir / weights_file(n)).is_file()]
     except (OSError, ValueError, KeyError, TypeError):
         return []
@@ -240,7 +321,10 @@ def _restore_legacy(slot_dir, objects, require_all):
                             "--resume run, whose next save writes the current format)")
     import tensorflow as tf
 
-    status = tf.train.Checkpoint(**objects).read(str(slot_dir / "ckpt"))
+    try:
+        status = tf.train.Checkpoint(**objects).read(str(slot_dir / "ckpt"))
+    except Exception as exc:  # tf.errors: truncated ckpt.index / ckpt.data-*, not a checkpoint
+        raise TrainingError(f"corrupt checkpoint {slot_dir} ({_one_line(exc)})") from None
     if require_all:
         try:
             status.assert_existing_objects_matched()
@@ -258,13 +342,13 @@ class CheckpointStore:
       name: run name (``--name``).
     """
 
-    def __init__(self, tmp, name):
+    def __init__(self, tmp: PathLike, name: str) -> None:
         self.tmp = Path(tmp)
         self.name = name
         self.dir = checkpoints_root(tmp) / name
 
     # ----------------------------------------------------------------- slots
-    def slot_dir(self, slot):
+    def slot_dir(self, slot: str) -> Optional[Path]:
         """Directory of a complete ``slot``, recovering from a save killed
         between its two renames; None when the slot does not exist."""
         if slot not in SLOTS:
@@ -278,11 +362,20 @@ class CheckpointStore:
             return final
         return None
 
-    def has(self, slot):
+    def has(self, slot: str) -> bool:
+        """Whether ``slot`` is complete (see :meth:`slot_dir`)."""
         return self.slot_dir(slot) is not None
 
-    def read_state(self, slot):
-        """The ``state.json`` dict of ``slot``, or None."""
+    def incomplete(self) -> Optional[str]:
+        """'incomplete checkpoint DIR: missing FILES' for a slot folder that lacks files, else None."""
+        for slot in SLOTS:
+            folder = self.dir / slot
+            if folder.is_dir() and _missing_files(folder):
+                return f"incomplete checkpoint {folder}: missing {', '.join(_missing_files(folder))}"
+        return None
+
+    def read_state(self, slot: str) -> Optional[dict]:
+        """The ``state.json`` dict of ``slot``, or None; a corrupt one is a TrainingError."""
         path = self.slot_dir(slot)
         if path is None:
             return None
@@ -290,13 +383,11 @@ class CheckpointStore:
             state = json.loads((path / _STATE).read_text())
         except (OSError, ValueError) as exc:
             raise TrainingError(f"corrupt checkpoint state {path / _STATE}: {_one_line(exc)}") from None
-        if not isinstance(state, dict) or not isinstance(state.get("objects", []), list):
-            raise TrainingError(f"corrupt checkpoint state {path / _STATE}: expected a JSON object "
-                                f"with an 'objects' list, got {type(state).__name__}")
-        return state
+        return check_state(state, path / _STATE)
 
     # ------------------------------------------------------------- lifecycle
-    def prepare(self, resume=False, overwrite=False, log_dir=None):
+    def prepare(self, resume: bool = False, overwrite: bool = False,
+                log_dir: Optional[PathLike] = None) -> Optional[dict]:
         """Check the name before anything is built or written; returns the state to resume or None.
 
         - new name (or a folder without any complete slot): nothing to do;
@@ -307,23 +398,26 @@ class CheckpointStore:
         - ``overwrite``: allowed; the old run stays until the new one replaces
           it (:meth:`set_aside`, :meth:`drop_replaced`);
         - otherwise an existing name is an error suggesting --resume / --overwrite.
-        A run left half-replaced by a killed ``--overwrite`` run is recovered first.
+        The checkpoints and logs folders must be writable (checked first), and
+        a run left half-replaced by a killed ``--overwrite`` run is recovered.
         """
+        check_writable(self.dir.parent, "checkpoints folder")
+        if log_dir is not None:
+            check_writable(Path(log_dir).parent, "logs folder")
         self.recover_replaced(log_dir)
         exists = self.has("best") or self.has("latest")
         if resume:
             state = self.read_state("latest")
             if state is not None:
+                if "epochs_done" not in state:
+                    raise TrainingError(f"corrupt checkpoint state {self.dir / 'latest' / _STATE}: "
+                                        "no 'epochs_done' to resume from")
                 return state
             best = self.read_state("best")
             if best is None:
                 raise TrainingError(f"nothing to resume: no latest checkpoint in {self.dir} "
                                     "(drop --resume to start this name from scratch)")
-            try:
-                done = int(best.get("epochs_done") or 0)
-            except (TypeError, ValueError):
-                raise TrainingError(f"corrupt checkpoint state {self.dir / 'best' / _STATE}: 'epochs_done' is "
-                                    f"{best.get('epochs_done')!r}") from None
+            done = int(best.get("epochs_done") or 0)
             if done <= 1:
                 print(f"--resume: {self.name!r} has no latest checkpoint (stopped while writing its first "
                       f"one), only best from epoch {done}: restarting it from epoch 1")
@@ -341,12 +435,12 @@ class CheckpointStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         return None
 
-    def _replaced(self, log_dir):
+    def _replaced(self, log_dir: Optional[PathLike]) -> tuple[Path, Optional[Path]]:
         """(checkpoints, logs) folders of the run being replaced: ``.NAME.replaced`` beside each."""
         logs = None if log_dir is None else Path(log_dir).parent / f".{Path(log_dir).name}.replaced"
         return self.dir.parent / f".{self.name}.replaced", logs
 
-    def set_aside(self, log_dir=None):
+    def set_aside(self, log_dir: Optional[PathLike] = None) -> None:
         """Rename the existing run (checkpoints and ``log_dir``) to ``.NAME.replaced``; the
         new run then writes into empty folders. Undone by :meth:`restore_replaced`."""
         old_dir, old_logs = self._replaced(log_dir)
@@ -357,7 +451,7 @@ class CheckpointStore:
                 os.rename(path, aside)
         self.dir.mkdir(parents=True, exist_ok=True)
 
-    def drop_replaced(self, log_dir=None):
+    def drop_replaced(self, log_dir: Optional[PathLike] = None) -> None:
         """Delete the run set aside (the new run's first checkpoint exists)."""
         removed = False
         for aside in self._replaced(log_dir):
@@ -368,7 +462,7 @@ class CheckpointStore:
             print(f"--overwrite: the new run of {self.name!r} has its first checkpoint; "
                   "the earlier checkpoints and logs are removed")
 
-    def restore_replaced(self, log_dir=None):
+    def restore_replaced(self, log_dir: Optional[PathLike] = None) -> None:
         """Put the run set aside back in place of the new, checkpoint-less one."""
         old_dir, old_logs = self._replaced(log_dir)
         if not old_dir.exists():
@@ -381,7 +475,7 @@ class CheckpointStore:
         print(f"the new run of {self.name!r} ended before its first checkpoint: the earlier checkpoints "
               f"are back in {self.dir}", file=sys.stderr)
 
-    def recover_replaced(self, log_dir=None):
+    def recover_replaced(self, log_dir: Optional[PathLike] = None) -> None:
         """Finish what a killed replacing run left: drop the old run when the new one has
         a checkpoint, else put the old one back."""
         if not self._replaced(log_dir)[0].exists():
@@ -391,7 +485,8 @@ class CheckpointStore:
         else:
             self.restore_replaced(log_dir)
 
-    def save(self, slot, objects, state, weights_dtype=None):
+    def save(self, slot: str, objects: Mapping[str, Any], state: Mapping[str, Any],
+             weights_dtype: Optional[str] = None) -> Path:
         """Write ``objects`` and ``state`` (JSON dict) to ``slot``.
 
         Args:
@@ -400,7 +495,9 @@ class CheckpointStore:
           weights_dtype: e.g. "float16" to store the models' floating-point
             weights at that precision (small files to ship; loading casts them
             back to the variables' dtype). Optimizers are always stored as they are.
-        Atomic: the slot is replaced only once the new copy is complete.
+        Atomic: the slot is replaced only once the new copy is complete. A
+        write that fails (a full disk, an I/O error) removes the incomplete
+        copy, keeps the previous slot and raises a one-line TrainingError.
         Returns the slot directory.
         """
         if slot not in SLOTS:
@@ -408,40 +505,50 @@ class CheckpointStore:
         if weights_dtype is not None and np.dtype(weights_dtype).kind != "f":
             raise ValueError(f"weights_dtype must be a floating-point dtype, got {weights_dtype!r}")
         for name in objects:
-            if not name or not name.replace("_", "").replace("-", "").isalnum():
+            if not _is_object_name(name):
                 raise ValueError(f"object names must be letters, digits, '_' or '-', got {name!r}")
-        self.dir.mkdir(parents=True, exist_ok=True)
-        staging = self.dir / f".{slot}.partial"
-        if staging.exists():
-            shutil.rmtree(staging)
-        staging.mkdir()
-        for name, obj in objects.items():
-            path = staging / weights_file(name)
-            if _is_optimizer(obj):
-                _save_optimizer(obj, path)
-            else:
-                _save_model(obj, path, weights_dtype)
-            _fsync(path)
         state = dict(state, objects=sorted(objects), format=FORMAT,
                      weights_dtype=None if weights_dtype is None else np.dtype(weights_dtype).name)
-        with open(staging / _STATE, "w") as f:
-            json.dump(state, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        _fsync(staging)
+        staging = self.dir / f".{slot}.partial"
         final = self.dir / slot
         old = self.dir / f".{slot}.old"
-        if old.exists() and final.exists():
-            shutil.rmtree(old)
-        if final.exists():
-            os.rename(final, old)
-        os.rename(staging, final)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            if staging.exists():
+                shutil.rmtree(staging)
+            staging.mkdir()
+            for name, obj in objects.items():
+                path = staging / weights_file(name)
+                if _is_optimizer(obj):
+                    _save_optimizer(obj, path)
+                else:
+                    _save_model(obj, path, weights_dtype)
+                _fsync(path)
+            with open(staging / _STATE, "w") as f:
+                json.dump(state, f, indent=1, sort_keys=True)
+                f.flush()
+                os.fsync(f.fileno())
+            _fsync(staging)
+            if old.exists() and final.exists():
+                shutil.rmtree(old)
+            if final.exists():
+                os.rename(final, old)
+            os.rename(staging, final)
+        except BaseException as exc:
+            # Nothing half-written stays: the incomplete copy goes, the previous slot is current.
+            shutil.rmtree(staging, ignore_errors=True)
+            if not final.exists() and old.exists():
+                os.rename(old, final)
+            if isinstance(exc, OSError):
+                raise TrainingError(f"cannot write the {slot} checkpoint {final}: {_os_reason(exc)} "
+                                    f"(the incomplete copy is removed; the previous {slot} is kept)") from None
+            raise
         _fsync(self.dir)
         if old.exists():
             shutil.rmtree(old)
         return final
 
-    def restore(self, slot, objects, require_all=True):
+    def restore(self, slot: str, objects: Mapping[str, Any], require_all: bool = True) -> dict:
         """Load ``objects`` (dict name -> built Keras model / layer or optimizer) from ``slot``.
 
         ``require_all``: every variable of ``objects`` must be found in the
@@ -474,7 +581,8 @@ class CheckpointStore:
         return state
 
 
-def load_named(tmp, name, objects, kinds=None, purpose="load"):
+def load_named(tmp: PathLike, name: str, objects: Mapping[str, Any], kinds: Optional[Iterable[str]] = None,
+               purpose: str = "load") -> dict:
     """Restore ``objects`` from the best slot of checkpoint ``name`` (latest if no best).
 
     Args:
@@ -484,16 +592,21 @@ def load_named(tmp, name, objects, kinds=None, purpose="load"):
       kinds: accepted stage kinds of that checkpoint (None: any).
       purpose: words for error messages ("fine-tune from", "evaluate").
     Raises:
-      TrainingError: unknown name (the message lists the existing ones), wrong kind.
+      TrainingError: unknown name (the message lists the existing ones), wrong kind,
+        an incomplete or corrupt checkpoint.
     """
     store = CheckpointStore(tmp, name)
     slot = "best" if store.has("best") else ("latest" if store.has("latest") else None)
     if slot is None:
+        incomplete = store.incomplete()
+        if incomplete is not None:
+            raise TrainingError(f"cannot {purpose} checkpoint {name!r}: {incomplete}")
         found = available_checkpoints(tmp)
         listing = ", ".join(found) if found else "none"
         raise TrainingError(f"cannot {purpose} checkpoint {name!r}: not found in "
                             f"{checkpoints_root(tmp)} (checkpoints found: {listing})")
     state = store.read_state(slot)
+    kinds = None if kinds is None else tuple(kinds)
     if kinds is not None and state.get("kind") not in kinds:
         raise TrainingError(f"cannot {purpose} checkpoint {name!r}: it is a "
                             f"{state.get('kind')!r} checkpoint, expected {' or '.join(kinds)}")

@@ -19,6 +19,8 @@ The results are written into ``TMP/results/.SMPLR.partial/`` and renamed into
 place when complete (``summary.json`` last), so a killed run leaves no half
 results and a rerun starts afresh. An existing results folder is an error
 unless ``--overwrite``, which replaces it only once the new one is complete.
+A results folder that cannot be written is found before anything loads; a
+write that fails (a full disk) removes the incomplete folder and is one line.
 
 Runs on either Keras backend (TensorFlow: tf.data + ``tf.function``; JAX: the
 NumPy loader + ``jax.jit``); nothing backend-specific is imported at module
@@ -27,12 +29,14 @@ is reserved: it loads the shipped weights from ``pretrained/`` (see
 ``pretrained/README.md``).
 """
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -45,16 +49,29 @@ RESULT_FILES = ("summary.json", "group_errors.png")
 PRETRAINED_ROOT = Path(__file__).resolve().parents[1] / "pretrained"
 PRETRAINED = "pretrained"
 
+PathLike = Union[str, os.PathLike]
 
-def checkpoint_location(tmp, name, stage):
+
+@contextlib.contextmanager
+def _writing(path: PathLike) -> Iterator[None]:
+    """Turn an OSError while writing ``path`` (a full disk, an I/O error) into one TrainingError line."""
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or " ".join(str(exc).split())
+        raise TrainingError(f"cannot write {path}: {reason}") from None
+
+
+def checkpoint_location(tmp: PathLike, name: str, stage: str) -> tuple[Path, str]:
     """(root, name) of a checkpoint: ``pretrained`` maps to the shipped weights of ``stage``."""
     if name == PRETRAINED:
         return PRETRAINED_ROOT, stage
-    return tmp, name
+    return Path(tmp), name
 
 
 # ------------------------------------------------------------------ loading
-def load_stages(tmp, shn_name, dae_name, smplr_name, smpl_dir=None):
+def load_stages(tmp: PathLike, shn_name: str, dae_name: str, smplr_name: str,
+                smpl_dir: Optional[PathLike] = None) -> tuple[Any, Any, dict]:
     """Build the three stages and load their best checkpoints by name.
 
     Returns (pipeline, smpl_layer, states) with states a dict stage -> checkpoint state.
@@ -69,20 +86,26 @@ def load_stages(tmp, shn_name, dae_name, smplr_name, smpl_dir=None):
     for root, name in where.values():
         store = CheckpointStore(root, name)
         if not (store.has("best") or store.has("latest")):
+            if store.incomplete() is not None:
+                raise TrainingError(store.incomplete())
             if root == PRETRAINED_ROOT:
                 raise TrainingError(f"the pretrained {name} weights are missing from {root / 'checkpoints' / name}")
             found = available_checkpoints(tmp)
             raise TrainingError(f"checkpoint {name!r} not found in {Path(tmp) / 'checkpoints'} "
                                 f"(checkpoints found: {', '.join(found) if found else 'none'})")
     shn_store = CheckpointStore(*where["shn"])
-    shn_state = shn_store.read_state("best") or shn_store.read_state("latest")
-    shn_config = shn_state.get("config", {})
+    shn_slot = "best" if shn_store.has("best") else "latest"
+    shn_config = shn_store.read_state(shn_slot).get("config", {})
+    state_path = shn_store.dir / shn_slot / "state.json"
     grid_axes = shn_config.get("grid_axes", "world")  # checkpoints from before --grid-axes: world
     if grid_axes not in GRID_AXES:
-        raise TrainingError(f"{shn_store.dir}: state.json has an unknown grid_axes {grid_axes!r} (expected one of "
+        raise TrainingError(f"{state_path}: unknown grid_axes {grid_axes!r} (expected one of "
                             f"{', '.join(GRID_AXES)})")
-    shn = SHN(num_stacks=int(shn_config.get("num_stacks", 5)), num_features=int(shn_config.get("num_features", 256)),
-              grid_axes=grid_axes)
+    sizes = {key: shn_config.get(key, default) for key, default in (("num_stacks", 5), ("num_features", 256))}
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sizes.values()):
+        raise TrainingError(f"corrupt checkpoint state {state_path}: num_stacks and num_features must be "
+                            f"integers >= 1, got {sizes['num_stacks']!r} and {sizes['num_features']!r}")
+    shn = SHN(num_stacks=sizes["num_stacks"], num_features=sizes["num_features"], grid_axes=grid_axes)
     shn(np.zeros((1, 256, 256, 3), np.float32))
     dae = DAE()
     dae(np.zeros((1, 123), np.float32))
@@ -99,12 +122,12 @@ def load_stages(tmp, shn_name, dae_name, smplr_name, smpl_dir=None):
     return Pipeline(shn, dae, smplr), smpl_layer, states
 
 
-def _results_aside(path):
+def _results_aside(path: Path) -> tuple[Path, Path]:
     """(partial, replaced) folders beside the results folder ``path``: ``.NAME.partial``, ``.NAME.replaced``."""
     return path.parent / f".{path.name}.partial", path.parent / f".{path.name}.replaced"
 
 
-def prepare_results_dir(path, overwrite):
+def prepare_results_dir(path: PathLike, overwrite: bool) -> Path:
     """Check the results folder ``path`` and create the folder the new results go into.
 
     An existing non-empty ``path`` is an error unless ``overwrite``; even then
@@ -124,13 +147,14 @@ def prepare_results_dir(path, overwrite):
             raise TrainingError(f"results folder {path} already holds earlier results; use --overwrite "
                                 "to replace them or --out NAME for a new folder")
         print(f"--overwrite: the earlier results in {path} are replaced once the new ones are complete")
-    if partial.exists():
-        shutil.rmtree(partial)  # a killed or failed run's incomplete results
-    partial.mkdir(parents=True)
+    with _writing(partial):
+        if partial.exists():
+            shutil.rmtree(partial)  # a killed or failed run's incomplete results
+        partial.mkdir(parents=True)
     return partial
 
 
-def finish_results_dir(partial, path):
+def finish_results_dir(partial: PathLike, path: PathLike) -> Path:
     """Rename the complete results folder ``partial`` to ``path``, replacing an earlier one."""
     path = Path(path)
     _, replaced = _results_aside(path)
@@ -148,7 +172,7 @@ def finish_results_dir(partial, path):
 
 
 # ------------------------------------------------------------------ figures
-def summarize(shn_errors, dae_errors, smplr_errors):
+def summarize(shn_errors: np.ndarray, dae_errors: np.ndarray, smplr_errors: np.ndarray) -> dict:
     """Every reported figure from per-sample, per-point errors (N, 41) in mm."""
     return {"num_samples": int(len(shn_errors)),
             "shn_error_mm": summarize_point_errors(shn_errors),
@@ -158,7 +182,7 @@ def summarize(shn_errors, dae_errors, smplr_errors):
             "smplr_group_error_mm": group_errors(smplr_errors)}
 
 
-def format_summary(summary):
+def format_summary(summary: Mapping[str, Any]) -> str:
     """The printed report (str)."""
     lines = [f"samples: {summary['num_samples']}", "error (mm)      joints  landmarks      all"]
     for label, key in (("SHN", "shn_error_mm"), ("DAE", "dae_error_mm"), ("SMPLR", "smplr_error_mm")):
@@ -171,7 +195,7 @@ def format_summary(summary):
     return "\n".join(lines)
 
 
-def plot_group_errors(summary, path):
+def plot_group_errors(summary: Mapping[str, Any], path: PathLike) -> None:
     """Bar chart PNG of the per-group errors, SHN and SMPLR side by side."""
     import matplotlib
     matplotlib.use("Agg")
@@ -192,7 +216,8 @@ def plot_group_errors(summary, path):
     plt.close(fig)
 
 
-def draw_mesh(image, vertices, faces, root_camera, colour=(90, 140, 255), alpha=0.5):
+def draw_mesh(image: np.ndarray, vertices: np.ndarray, faces: np.ndarray, root_camera: np.ndarray,
+              colour: tuple[int, int, int] = (90, 140, 255), alpha: float = 0.5) -> np.ndarray:
     """Blend the mesh (V, 3) root-relative metres, faces (F, 3), projected into a uint8
     crop (H, W, 3) with flat shading, far faces first; returns a new image."""
     import cv2
@@ -223,7 +248,8 @@ def draw_mesh(image, vertices, faces, root_camera, colour=(90, 140, 255), alpha=
     return out
 
 
-def overlay(image, result, k, faces, parents):
+def overlay(image: np.ndarray, result: Mapping[str, np.ndarray], k: int, faces: np.ndarray,
+            parents: Sequence[int]) -> np.ndarray:
     """uint8 crop of sample ``k`` with the predicted mesh + skeleton (red) and the true skeleton (green)."""
     from training.summaries import draw_skeleton, to_uint8
 
@@ -235,8 +261,10 @@ def overlay(image, result, k, faces, parents):
 
 
 # ------------------------------------------------------------------ run
-def evaluate(tmp, shn_name, dae_name, smplr_name, data=DEFAULT_DATA, list_name="val.txt", batch_size=12,
-             smpl_dir=None, out=None, overwrite=False, max_batches=None, num_overlays=4):
+def evaluate(tmp: PathLike, shn_name: str, dae_name: str, smplr_name: str, data: PathLike = DEFAULT_DATA,
+             list_name: str = "val.txt", batch_size: int = 12, smpl_dir: Optional[PathLike] = None,
+             out: Optional[str] = None, overwrite: bool = False, max_batches: Optional[int] = None,
+             num_overlays: int = 4) -> dict:
     """Run the pipeline over a data list; write the results; return the summary dict."""
     import cv2
     from keras import ops
@@ -244,6 +272,7 @@ def evaluate(tmp, shn_name, dae_name, smplr_name, data=DEFAULT_DATA, list_name="
 
     import DataReader
     from smpl import kinematics
+    from training.checkpoints import check_writable
     from training.steps import backend, make_steps
 
     data = Path(data)
@@ -251,6 +280,7 @@ def evaluate(tmp, shn_name, dae_name, smplr_name, data=DEFAULT_DATA, list_name="
     if not list_file.is_file():
         raise TrainingError(f"data list not found: {list_file} (give --data DIR and --list FILE)")
     results_dir = Path(tmp) / "results" / (out or smplr_name)
+    check_writable(results_dir.parent, "results folder")  # before anything loads
     pipeline, smpl_layer, states = load_stages(tmp, shn_name, dae_name, smplr_name, smpl_dir)
     if backend() == "tensorflow":
         dataset = DataReader.shn_dataset(data, list_file, batch_size, training=False)
@@ -286,7 +316,8 @@ def evaluate(tmp, shn_name, dae_name, smplr_name, data=DEFAULT_DATA, list_name="
                       "points": batch["points"], "rotations": batch["rotations"],
                       "target_shape": batch["shape"], "root_camera": batch["root_camera"],
                       "paths": np.array([p.decode() if isinstance(p, bytes) else str(p) for p in batch["path"]])}
-            np.savez_compressed(partial / f"batch_{k:05d}.npz", **result)
+            with _writing(partial / f"batch_{k:05d}.npz"):
+                np.savez_compressed(partial / f"batch_{k:05d}.npz", **result)
             errors["shn"].append(point_errors_mm(result["shn_points"], result["points"]))
             errors["dae"].append(point_errors_mm(result["dae_points"], result["points"]))
             errors["smplr"].append(point_errors_mm(result["smpl_points"], result["points"]))
@@ -294,7 +325,9 @@ def evaluate(tmp, shn_name, dae_name, smplr_name, data=DEFAULT_DATA, list_name="
             for i in range(len(images)):
                 if k * batch_size + i in overlay_indices:
                     picture = overlay(images[i], result, i, faces, kinematics.PARENTS)
-                    cv2.imwrite(str(partial / f"overlay_{overlays_written:02d}.png"), picture[..., ::-1])
+                    path = partial / f"overlay_{overlays_written:02d}.png"
+                    if not cv2.imwrite(str(path), picture[..., ::-1]):  # OpenCV says False, raises nothing
+                        raise TrainingError(f"cannot write {path}")
                     overlays_written += 1
         if not errors["shn"]:
             raise TrainingError(f"{list_file}: no test sample")
@@ -305,10 +338,12 @@ def evaluate(tmp, shn_name, dae_name, smplr_name, data=DEFAULT_DATA, list_name="
                        seconds=round(time.time() - started, 1))
         report = format_summary(summary)
         print(report)
-        plot_group_errors(summary, partial / "group_errors.png")
-        with open(partial / "summary.json", "w") as f:  # last: a folder with summary.json is complete
-            json.dump(summary, f, indent=1)
-        finish_results_dir(partial, results_dir)
+        with _writing(partial / "group_errors.png"):
+            plot_group_errors(summary, partial / "group_errors.png")
+        with _writing(partial / "summary.json"), open(partial / "summary.json", "w") as f:
+            json.dump(summary, f, indent=1)  # last: a folder with summary.json is complete
+        with _writing(results_dir):
+            finish_results_dir(partial, results_dir)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)  # a kill (SIGKILL) leaves it: the next run removes it
         raise
@@ -317,7 +352,7 @@ def evaluate(tmp, shn_name, dae_name, smplr_name, data=DEFAULT_DATA, list_name="
     return summary
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python test.py",
         description="Evaluate trained SHN, DAE and SMPLR checkpoints together: image -> SHN -> "
@@ -349,7 +384,7 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from training.cli import report_user_error
     try:
