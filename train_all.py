@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from training import STAGE_KINDS
+from training.cli import report_user_error
 from training.config import DEFAULT_DATA, DEFAULT_NAMES, DEFAULT_TMP
 
 TITLES = {"shn": "TRAIN SHN", "dae": "TRAIN DAE", "shape": "TRAIN SHAPE", "pose": "TRAIN POSE",
@@ -115,7 +116,10 @@ def main(argv=None):
     env["PYTHONPATH"] = os.pathsep.join([str(repo)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     started = time.time()
     for kind in kinds:
-        finished = _finished(kind, args) if args.resume else None
+        try:
+            finished = _finished(kind, args) if args.resume else None
+        except Exception as error:  # noqa: BLE001 - a corrupt checkpoint is one line, a bug keeps its traceback
+            return report_user_error(error)
         command = stage_command(kind, args, resume=finished is not None)
         print("\n" + "-" * 70 + f"\n{TITLES[kind]}\n$ {shlex.join(command)}\n", flush=True)
         if finished:
