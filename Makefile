@@ -1,17 +1,20 @@
-# The two set-up commands of the README:
+# The set-up commands of the README and CONTRIBUTING.md:
 #   make demo   - runs the main job end to end on the embedded default
 #   make test   - runs the test suite
-# Each creates .venv from requirements.txt when it is missing or stale.
+#   make lint   - checks the code with ruff (settings in pyproject.toml)
+# Each creates .venv from requirements.txt when it is missing or stale; make lint
+# also installs requirements-dev.txt.
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-requirements
+DEV_STAMP := $(VENV)/.installed-dev-requirements
 DATA ?= Data/frames
 GPU ?= -1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test venv clean-venv
+.PHONY: demo test lint venv clean-venv
 
 venv: $(STAMP)
 
@@ -21,8 +24,15 @@ $(STAMP): requirements.txt requirements-jax.txt
 	$(PY) -m pip install --quiet -r requirements.txt -r requirements-jax.txt
 	@cat requirements.txt requirements-jax.txt > $(STAMP)
 
+$(DEV_STAMP): $(STAMP) requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@cp requirements-dev.txt $(DEV_STAMP)
+
 test: $(STAMP)
 	$(PY) -m pytest tests -q
+
+lint: $(DEV_STAMP)
+	$(VENV)/bin/ruff check .
 
 demo: $(STAMP)
 	@bash tools/demo.sh "$(PY)" "$(DATA)" "$(GPU)"

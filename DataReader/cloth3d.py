@@ -157,7 +157,8 @@ class Sequence:
         for key, value, tail in (("joints", joints, (NUM_JOINTS, 3)), ("lmarks", landmarks, (NUM_LANDMARKS, 3)),
                                  ("rotations", rotations, (NUM_JOINTS, 3, 3))):
             if value.shape[1:] != tail:
-                raise CLOTH3DError(f"{body_path}: field '{key}' has shape {value.shape}, expected (T, {', '.join(map(str, tail))})")
+                raise CLOTH3DError(f"{body_path}: field '{key}' has shape {value.shape}, "
+                                   f"expected (T, {', '.join(map(str, tail))})")
         return cls(folder=folder,
                    zrot=float(_field(info, "zrot", info_path, shape=(1,))[0]),
                    cam_loc=_field(info, "camLoc", info_path, shape=(3,)).astype(np.float64),
@@ -406,7 +407,8 @@ class SMPLRArrays:
 
     def __post_init__(self):
         n = len(self.points)
-        for name, value, tail in (("points", self.points, (NUM_POINTS, 3)), ("rotations", self.rotations, (NUM_JOINTS, 3, 3)),
+        for name, value, tail in (("points", self.points, (NUM_POINTS, 3)),
+                                  ("rotations", self.rotations, (NUM_JOINTS, 3, 3)),
                                   ("shape", self.shape, (11,)), ("paths", self.paths, ())):
             if len(value) != n or tuple(np.shape(value)[1:]) != tail:
                 raise CLOTH3DError(f"SMPLRArrays: '{name}' has shape {np.shape(value)}, expected ({n}, {tail})")

@@ -69,7 +69,9 @@ def per_sample_baseline_tf(female, male):
     and skinning every vertex with its own blended 4x4 matrix."""
     import tensorflow as tf
 
-    stack = lambda name: tf.constant(np.stack([getattr(female, name), getattr(male, name)]), tf.float32)
+    def stack(name):
+        return tf.constant(np.stack([getattr(female, name), getattr(male, name)]), tf.float32)
+
     v_template, shapedirs, posedirs = stack("v_template"), stack("shapedirs"), stack("posedirs")
     regressor, weights = stack("J_regressor"), stack("weights")
     bottom = tf.constant([[0.0, 0.0, 0.0, 1.0]])
@@ -184,7 +186,8 @@ def main():
 
     whole = compiled(lambda r, s: layer.forward(r, s).points)
     lean = compiled(lambda r, s: layer.forward(r, s, return_vertices=False).points)
-    difference = np.abs(ops.convert_to_numpy(whole(rotations, shape)) - ops.convert_to_numpy(lean(rotations, shape))).max()
+    difference = np.abs(ops.convert_to_numpy(whole(rotations, shape))
+                        - ops.convert_to_numpy(lean(rotations, shape))).max()
     assert difference < 1e-6, f"the joints-and-landmarks path differs from the whole mesh by {difference} m"
     print("\n| batch | joints + landmarks only (samples/s) | whole mesh, then points (samples/s) | speed-up |")
     print("|---:|---:|---:|---:|")

@@ -385,8 +385,6 @@ def test_tensorflow_start_up_lines_hidden_unless_verbose(tmp_path, cloth3d_root)
 
 # ------------------------------------------------------------------ bad numbers in options
 def test_impossible_numbers_in_options_are_one_line(tmp_path, capsys):
-    from training.cli import main
-
     for name in ("train.txt", "val.txt"):  # lists that exist: the option is what is refused
         (tmp_path / name).write_text("")
     common = ["-1", "--data", tmp_path, "--tmp", tmp_path / "tmp", "--name", "x"]

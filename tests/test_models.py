@@ -262,7 +262,8 @@ def test_nearest_rotation_keeps_rotations_and_never_reflects():
     np.testing.assert_allclose(np.asarray(nearest_rotation(rotations)), rotations, atol=1e-5)
     # A noisy rotation comes back to within the noise; a reflection to a proper rotation.
     noisy = rotations + np.random.default_rng(8).normal(0.0, 0.05, rotations.shape)
-    angle = Rotation.from_matrix(np.asarray(nearest_rotation(noisy), np.float64)).inv() * Rotation.from_matrix(rotations)
+    angle = (Rotation.from_matrix(np.asarray(nearest_rotation(noisy), np.float64)).inv()
+             * Rotation.from_matrix(rotations))
     assert np.degrees(angle.magnitude()).max() < 10.0
     reflected = rotations * np.array([1.0, 1.0, -1.0])
     np.testing.assert_allclose(np.linalg.det(np.asarray(nearest_rotation(reflected), np.float64)), 1.0, atol=1e-5)

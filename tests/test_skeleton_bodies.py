@@ -109,7 +109,8 @@ def test_shape_ratios_follow_the_body_model(open_body):
     v0 = female.v_template
     nodes0 = np.concatenate([female.J_regressor @ v0, v0[female.landmark_ids]])
     parents = kinematics.ATTACHMENT[1:]
-    expected = np.linalg.norm(nodes[1:] - nodes[parents], axis=-1) / np.linalg.norm(nodes0[1:] - nodes0[parents], axis=-1)
+    expected = (np.linalg.norm(nodes[1:] - nodes[parents], axis=-1)
+                / np.linalg.norm(nodes0[1:] - nodes0[parents], axis=-1))
     got = np.linalg.norm(rest_offsets(female, betas), axis=-1)[0, 1:] / \
         np.linalg.norm(rest_offsets(female, np.zeros((1, 10))), axis=-1)[0, 1:]
     np.testing.assert_allclose(got, expected, rtol=1e-5)  # the reference runs in the model files float32

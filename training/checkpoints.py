@@ -305,7 +305,7 @@ def _load_optimizer(optimizer, path, models, require_all):
     if problem is not None:
         if require_all:
             raise TrainingError(f"checkpoint {path} does not match the optimizer: {problem}")
-        warnings.warn(f"optimizer not restored from {path}: {problem}")
+        warnings.warn(f"optimizer not restored from {path}: {problem}", stacklevel=3)
         return
     for variable, value in zip(variables, values):
         variable.assign(value.astype(variable.dtype))  # int64 (TensorFlow) <-> int32 (JAX) counters

@@ -314,7 +314,8 @@ def result_arrays(outputs, k, crop, faces):
     return {"shn_points": outputs["shn_points"][k], "dae_points": outputs["dae_points"][k],
             "smpl_points": outputs["points"][k], "smpl_joints": outputs["joints"][k],
             "betas": shape[:10], "gender_value": shape[10],
-            "rotations": outputs["rotations"][k], "axis_angles": axis_angles(outputs["rotations"][k]).astype(np.float32),
+            "rotations": outputs["rotations"][k],
+            "axis_angles": axis_angles(outputs["rotations"][k]).astype(np.float32),
             "vertices": outputs["vertices"][k], "faces": np.asarray(faces, np.int32),
             "root_camera": crop.root_camera.astype(np.float32),
             "camera_from_world": camera.R_WORLD_TO_CAMERA.astype(np.float32)}
@@ -537,7 +538,8 @@ def build_parser():
     parser.add_argument("--focal", metavar="PX", type=float, default=None,
                         help="focal length in pixels, for the root's depth (default: 888.89 * width / 640, "
                              "the training camera's field of view; CLOTH3D frames use their own camera)")
-    parser.add_argument("--batch-size", metavar="N", type=int, default=8, help="images per network call (default: %(default)s)")
+    parser.add_argument("--batch-size", metavar="N", type=int, default=8,
+                        help="images per network call (default: %(default)s)")
     parser.add_argument("--smpl-dir", metavar="DIR", default=None,
                         help="folder with the official SMPL files (default: as for training)")
     parser.add_argument("--tmp", metavar="DIR", default=str(DEFAULT_TMP),
