@@ -54,7 +54,8 @@ def main(argv=None):
     if state is None:
         raise TrainingError(f"no best checkpoint {args.name!r} in {Path(args.src) / 'checkpoints'}")
     config = state.get("config", {})
-    shn = SHN(num_stacks=int(config.get("num_stacks", 5)), num_features=int(config.get("num_features", 256)))
+    shn = SHN(num_stacks=int(config.get("num_stacks", 5)), num_features=int(config.get("num_features", 256)),
+              grid_axes=config.get("grid_axes", "world"))
     shn(np.zeros((1, 256, 256, 3), np.float32))
     store.restore("best", {"shn": shn})
     steps = make_steps([shn], None, lambda batch, training: {"logits": shn(batch["image"], training=training)})

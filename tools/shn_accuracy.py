@@ -57,11 +57,12 @@ def main(argv=None):
     if state is None:
         raise TrainingError(f"checkpoint {args.checkpoint!r} not found in {Path(root) / 'checkpoints'}")
     config = state.get("config", {})
-    shn = SHN(num_stacks=int(config.get("num_stacks", 5)), num_features=int(config.get("num_features", 256)))
+    shn = SHN(num_stacks=int(config.get("num_stacks", 5)), num_features=int(config.get("num_features", 256)),
+              grid_axes=config.get("grid_axes", "world"))  # checkpoints from before --grid-axes: world
     shn(np.zeros((1, 256, 256, 3), np.float32))
     load_named(root, name, {"shn": shn}, kinds=("shn",), purpose="score")
     steps = make_steps([shn], None, lambda batch, training: {
-        "points": soft_argmax(shn(batch["image"], training=training)[-1])})
+        "points": soft_argmax(shn(batch["image"], training=training)[-1], axes=shn.grid_axes)})
     data = Path(args.data)
     baseline = mean_pose(Path(args.baseline_data or args.data), args.baseline_list)
     errors, base_errors = [], []
