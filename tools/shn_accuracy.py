@@ -25,6 +25,16 @@ def mean_pose(data, list_name):
     return arrays.points.reshape(len(arrays), 41, 3).mean(axis=0)
 
 
+def camera_axis_errors_mm(predicted, target, to_grid_axes):
+    """Mean |error| per frame along the camera's image x, image y and depth
+    axes, mm: (B, 3) from world-axes points (B, 41, 3) in metres."""
+    import numpy as np
+
+    difference = np.asarray(to_grid_axes(np.asarray(predicted, np.float32) - np.asarray(target, np.float32),
+                                         "camera"))
+    return 1000.0 * np.abs(difference).mean(axis=1)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("gpu_id", metavar="GPU_ID")
@@ -48,7 +58,8 @@ def main(argv=None):
     from training import TrainingError
     from training.checkpoints import CheckpointStore, load_named
     from training.evaluate import checkpoint_location
-    from training.metrics import point_errors_mm, summarize_point_errors
+    from models.heatmaps import to_grid_axes
+    from training.metrics import group_errors, point_errors_mm, summarize_point_errors
     from training.steps import make_steps
 
     root, name = checkpoint_location(args.tmp, args.checkpoint, "shn")
@@ -65,12 +76,15 @@ def main(argv=None):
         "points": soft_argmax(shn(batch["image"], training=training)[-1], axes=shn.grid_axes)})
     data = Path(args.data)
     baseline = mean_pose(Path(args.baseline_data or args.data), args.baseline_list)
-    errors, base_errors = [], []
+    errors, base_errors, axis_errors, base_axis_errors = [], [], [], []
     with DataReader.shn_batches(data, data / args.list, args.batch_size, training=False, workers=0) as batches:
         for batch in batches:
             predicted = np.asarray(ops.convert_to_numpy(steps.evaluate(batch)["points"]))
+            guess = np.broadcast_to(baseline, batch["points"].shape)
             errors.append(point_errors_mm(predicted, batch["points"]))
-            base_errors.append(point_errors_mm(np.broadcast_to(baseline, batch["points"].shape), batch["points"]))
+            base_errors.append(point_errors_mm(guess, batch["points"]))
+            axis_errors.append(camera_axis_errors_mm(predicted, batch["points"], to_grid_axes))
+            base_axis_errors.append(camera_axis_errors_mm(guess, batch["points"], to_grid_axes))
     shn_summary = summarize_point_errors(np.concatenate(errors))
     base_summary = summarize_point_errors(np.concatenate(base_errors))
     frames = sum(len(e) for e in errors)
@@ -79,6 +93,13 @@ def main(argv=None):
     print(f"{'error (mm)':14s} {'joints':>8s} {'landmarks':>10s} {'all':>8s}")
     for label, summary in (("SHN", shn_summary), ("mean pose", base_summary)):
         print(f"{label:14s} {summary['joints']:8.1f} {summary['landmarks']:10.1f} {summary['all']:8.1f}")
+    groups = {label: group_errors(np.concatenate(e)) for label, e in (("SHN", errors), ("mean pose", base_errors))}
+    print(f"{'joint group':14s} " + " ".join(f"{group:>9s}" for group in groups["SHN"]))
+    for label, values in groups.items():
+        print(f"{label:14s} " + " ".join(f"{value:9.1f}" for value in values.values()))
+    print(f"{'per axis (mm)':14s} {'image x':>9s} {'image y':>9s} {'depth':>9s}   (mean |error| along the camera's axes)")
+    for label, values in (("SHN", axis_errors), ("mean pose", base_axis_errors)):
+        print(f"{label:14s} " + " ".join(f"{value:9.1f}" for value in np.concatenate(values).mean(axis=0)))
 
 
 if __name__ == "__main__":
