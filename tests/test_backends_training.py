@@ -151,3 +151,23 @@ def test_killed_jax_run_resumes_with_the_next_learning_rate(cloth3d_root, tmp_pa
     assert state["epochs_done"] == 3 and state["global_step"] == 6
     for h in state["history"]:
         assert h["lr"] == pytest.approx(learning_rate(h["epoch"] - 1, 0.01, 4.0))
+
+
+def test_jax_training_run_is_quiet_and_never_imports_tensorflow(cloth3d_root, tmp_path):
+    """With TensorFlow installed but not needed (JAX), a training run neither imports it (Keras'
+    seeding and TensorBoard's writer would) nor prints its start-up lines."""
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO_ROOT))
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    run_cli = ("import sys, runpy; sys.argv = ['training'] + sys.argv[1:]\n"
+               "try:\n    runpy.run_module('training', run_name='__main__')\n"
+               "except SystemExit as end:\n"
+               "    print('tensorflow imported:', 'tensorflow' in sys.modules)\n    raise")
+    done = subprocess.run([sys.executable, "-c", run_cli, "dae", "-1", "--data", str(cloth3d_root), "--tmp",
+                           str(tmp_path), "--epochs", "1", "--steps", "1", "--batch-size", "16", "--val-steps", "1"],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "tensorflow imported: False" in done.stdout
+    for noise in ("absl::InitializeLog", "cudart_stub", "oneDNN", "cuInit"):
+        assert noise not in done.stderr, done.stderr[-3000:]
+    from training.summaries import read_scalars
+    assert "train/loss" in read_scalars(tmp_path / "logs" / "dae")  # TensorBoard files written without TensorFlow

@@ -18,6 +18,7 @@ with the optimiser (Adam moments, step counter) and those seeds restored. A
 stage that draws each epoch's data from ``epoch_seed(seed, epoch)`` (the SMPLR
 stages) then repeats, from the resumed epoch on, what an uninterrupted run does.
 """
+import contextlib
 import math
 import os
 import sys
@@ -126,11 +127,31 @@ def epoch_seed(seed, epoch):
     return int(np.random.SeedSequence([int(seed) % 2 ** 32, int(epoch)]).generate_state(1)[0] >> 1)
 
 
-def set_seeds(seed):
-    """Python, NumPy and TensorFlow seeds (``--seed``)."""
+@contextlib.contextmanager
+def tensorflow_left_out():
+    """On Keras backends other than TensorFlow, a block in which ``import tensorflow`` fails,
+    so that libraries that use TensorFlow whenever it is installed take their paths without it:
+    Keras' seeding, TensorBoard's event file writer (its file-system stub, kept for the process).
+    TensorFlow's start-up (log lines, seconds, memory) is then never paid on JAX. No-op on
+    TensorFlow or where TensorFlow is imported (or blocked) already."""
     import keras
 
-    keras.utils.set_random_seed(int(seed))
+    if keras.backend.backend() == "tensorflow" or "tensorflow" in sys.modules:
+        yield
+        return
+    sys.modules["tensorflow"] = None
+    try:
+        yield
+    finally:
+        del sys.modules["tensorflow"]
+
+
+def set_seeds(seed):
+    """Python, NumPy and Keras seeds (``--seed``), and TensorFlow's on the TensorFlow backend."""
+    import keras
+
+    with tensorflow_left_out():
+        keras.utils.set_random_seed(int(seed))
 
 
 def _json_float(value):
@@ -202,7 +223,8 @@ def _run(stage, resume_state):
     if replacing:  # data and fine-tune checkpoints are loaded: now the old run makes way
         store.set_aside(config.log_dir)
 
-    stage.logger = logger = SummaryLogger(config.log_dir)
+    with tensorflow_left_out():
+        stage.logger = logger = SummaryLogger(config.log_dir)
     print(f"checkpoints: {store.dir}\nTensorBoard: {config.log_dir}")
     state = resume_state or {}
     exit_after_epoch = _exit_after_epoch()
