@@ -21,9 +21,15 @@ logging interval).
     values = steps.train(batch)          # dict of backend scalars
     outputs = steps.evaluate(batch)      # dict of backend arrays (training=False)
     steps.set_learning_rate(lr); steps.sync(); steps.iterations
+
+With a GPU_ID list (``training.distribute``) ``make_steps`` returns the
+data-parallel variants, ``TensorFlowMirroredSteps`` and ``JaxDataParallelSteps``:
+the same interface, a global batch in, global-batch means out.
 """
 import keras
 import numpy as np
+
+from training import distribute
 
 
 def backend():
@@ -66,6 +72,9 @@ def to_host(values):
 
 class Steps:
     """What a stage's loop calls; see the module docstring."""
+
+    #: Devices one training step runs on (data-parallel steps: more).
+    num_devices = 1
 
     def __init__(self, models, optimizer, train_forward, eval_forward=None):
         self.models = list(models)
@@ -157,10 +166,15 @@ class TensorFlowSteps(Steps):
 
         with tf.GradientTape() as tape:
             out = self.train_forward(batch, training=True)
-            loss = self.optimizer.scale_loss(out["loss"]) if self.loss_scale else out["loss"]
+            loss = self._gradient_loss(out["loss"])
+            loss = self.optimizer.scale_loss(loss) if self.loss_scale else loss
         gradients = tape.gradient(loss, self.trainable)
         self.optimizer.apply_gradients(zip(gradients, self.trainable))
         return {k: v for k, v in out.items() if len(v.shape) == 0}
+
+    def _gradient_loss(self, loss):
+        """The loss whose gradients the optimiser applies (here: the loss itself)."""
+        return loss
 
     def _eval_eager(self, batch):
         return self.eval_forward(batch, training=False)
@@ -299,10 +313,82 @@ class JaxSteps(Steps):
         self.sync()
 
 
+class TensorFlowMirroredSteps(TensorFlowSteps):
+    """``TensorFlowSteps`` over the replicas of a ``MirroredStrategy`` (``training.distribute``).
+
+    Each replica runs the step on its slice of the global batch (``strategy.run``);
+    Keras' optimiser sums the replicas' gradients, so each replica's loss (a
+    mean over its slice) is divided by the replica count: the gradient is
+    that of the mean over the global batch. The scalars returned are the
+    replicas' means (= global-batch means, the slices being equal). Batch-norm
+    layers are switched to ``synchronized`` statistics (over the global batch,
+    as on one device; Keras' default under ``tf.distribute`` is per replica).
+    """
+
+    def __init__(self, models, optimizer, train_forward, eval_forward=None, loss_scale=False, parallel=None):
+        super().__init__(models, optimizer, train_forward, eval_forward, loss_scale=loss_scale)
+        import tensorflow as tf
+
+        self.parallel = parallel
+        self.num_devices = parallel.num_devices
+        for layer in self.batch_norm_layers():
+            layer.synchronized = True
+        self._train = tf.function(self._train_replicas, reduce_retracing=True)
+
+    def _gradient_loss(self, loss):
+        return loss / self.num_devices
+
+    def _train_replicas(self, batch):
+        import tensorflow as tf
+
+        strategy = self.parallel.strategy
+        per_replica = strategy.run(self._train_eager, args=(batch,))
+        return {key: strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
+                for key, value in per_replica.items()}
+
+    def train(self, batch):
+        values = self._train(self.parallel.place(numeric_inputs(batch)))
+        self.iterations += 1
+        return values
+
+
+class JaxDataParallelSteps(JaxSteps):
+    """``JaxSteps`` under ``keras.distribution.DataParallel`` (``training.distribute``).
+
+    The state (weights, batch-norm statistics, optimiser) is replicated on
+    every device and kept so by the step's output sharding; each batch is
+    sharded along its first axis. XLA partitions the same jitted program, so a
+    step computes what it computes on one device: gradients all-reduced,
+    batch-norm statistics and dropout masks over the global batch.
+    """
+
+    def __init__(self, models, optimizer, train_forward, eval_forward=None, parallel=None):
+        super().__init__(models, optimizer, train_forward, eval_forward)
+        import jax
+
+        self.parallel = parallel
+        self.num_devices = parallel.num_devices
+        self._train = jax.jit(self._train_pure, donate_argnums=0, out_shardings=parallel.replicated())
+
+    def train(self, batch):
+        return super().train(self.parallel.place(numeric_inputs(batch)))
+
+    def _set_batch_norm_statistics(self, layers, values):
+        super()._set_batch_norm_statistics(layers, values)
+        self._state = None  # re-read from the variables, which keep their replicated layout
+
+
 def make_steps(models, optimizer, train_forward, eval_forward=None, loss_scale=False):
-    """The steps of the active Keras backend (see the module docstring)."""
+    """The steps of the active Keras backend (see the module docstring); data-parallel
+    ones when ``training.distribute`` is set up (a GPU_ID list)."""
+    parallel = distribute.active()
     if backend() == "jax":
+        if parallel is not None:
+            return JaxDataParallelSteps(models, optimizer, train_forward, eval_forward, parallel=parallel)
         return JaxSteps(models, optimizer, train_forward, eval_forward)
     if backend() == "tensorflow":
+        if parallel is not None:
+            return TensorFlowMirroredSteps(models, optimizer, train_forward, eval_forward, loss_scale=loss_scale,
+                                           parallel=parallel)
         return TensorFlowSteps(models, optimizer, train_forward, eval_forward, loss_scale=loss_scale)
     raise RuntimeError(f"Keras backend {backend()!r} is not supported; use KERAS_BACKEND=tensorflow or jax")
