@@ -28,6 +28,7 @@ import numpy as np
 
 from training import TrainingError
 from training.checkpoints import CheckpointStore
+from training.distribute import throughput_text
 from training.steps import to_host
 
 #: Test hook (not a user option): when this environment variable holds N, the
@@ -267,6 +268,7 @@ def _run(stage, resume_state):
         read_pending()
         bar.close()
         stage.steps_impl.sync()
+        throughput = throughput_text(count * config.schedule.batch_size, time.time() - started)
         if count == 0:
             raise TrainingError(f"{config.run.name}: no training batch in epoch {epoch + 1} "
                                 f"({config.data.train_path} gives fewer samples than a batch?)")
@@ -295,7 +297,7 @@ def _run(stage, resume_state):
         shown = " ".join(f"{k}={metrics[k]:.4g}" for k in stage.summary_fields() if k in metrics)
         print(f"{config.run.name} epoch {epoch + 1}/{config.schedule.epochs}: lr={lr:.3g} steps={count} "
               f"loss={train['loss']:.4g} | val {shown}{' *best*' if improved else ''} "
-              f"| {time.time() - started:.1f}s", flush=True)
+              f"| {throughput} | {time.time() - started:.1f}s", flush=True)
         if exit_after_epoch is not None and epoch + 1 >= exit_after_epoch:
             logger.flush()
             sys.stdout.flush()
