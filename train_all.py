@@ -34,7 +34,10 @@ def build_parser():
                     "original's settings (one process per stage; see python -m training --help).",
         epilog="Checkpoints are named " + ", ".join(DEFAULT_NAMES[k] for k in STAGE_KINDS)
                + " (TMP/checkpoints/NAME); evaluate with: python test.py GPU_ID shn dae smplr")
-    parser.add_argument("gpu_id", metavar="GPU_ID", help="GPU index as nvidia-smi lists it; -1 runs on the CPU")
+    parser.add_argument("gpu_id", metavar="GPU_ID",
+                        help="GPU index as nvidia-smi lists it; -1 runs on the CPU; a comma-separated list "
+                             "(0,1,2,3) trains every stage data-parallel over those GPUs (python -m training "
+                             "--help)")
     parser.add_argument("--data", metavar="DIR", default=str(DEFAULT_DATA),
                         help="frames root with train.txt and val.txt (default: %(default)s)")
     parser.add_argument("--quick", action="store_true",
@@ -135,7 +138,8 @@ def main(argv=None):
             return 1
         print(f"{TITLES[kind]}: done in {time.time() - stage_started:.0f} s", flush=True)
     print(f"\ntrain_all: {len(kinds)} stage(s) done in {time.time() - started:.0f} s. Evaluate with:\n"
-          f"  python test.py {args.gpu_id} {DEFAULT_NAMES['shn']} {DEFAULT_NAMES['dae']} {DEFAULT_NAMES['shapepose']}"
+          f"  python test.py {str(args.gpu_id).split(',')[0]} "  # test.py runs on one device
+          f"{DEFAULT_NAMES['shn']} {DEFAULT_NAMES['dae']} {DEFAULT_NAMES['shapepose']}"
           + (f" --data {args.data}" if args.data != DEFAULT_DATA else "")
           + (f" --tmp {args.tmp}" if args.tmp != DEFAULT_TMP else ""))
     return 0

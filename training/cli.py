@@ -41,7 +41,11 @@ def build_parser():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("kind", choices=STAGE_KINDS, help="stage to train")
     parser.add_argument("gpu_id", metavar="GPU_ID",
-                        help="GPU index as nvidia-smi lists it; -1 runs on the CPU")
+                        help="GPU index as nvidia-smi lists it; -1 runs on the CPU; a comma-separated list "
+                             "(0,1,2,3) trains data-parallel over those GPUs: --batch-size is the global batch, "
+                             "split evenly; batch-norm statistics over the global batch (JAX: DataParallel, "
+                             "TensorFlow: MirroredStrategy with synchronized batch norm); README, "
+                             "'Data-parallel training'")
     groups = {concern: parser.add_argument_group(title) for concern, title in CONCERN_TITLES.items()}
     for concern, key, flag, help_text, options in command_line_options():
         groups[concern].add_argument(flag, dest=key, default=None, help=help_text, **options)
@@ -109,7 +113,7 @@ def main(argv=None):
         from training.device import select_device
 
         device = select_device(args.gpu_id, mixed_precision=config.model.mixed_precision,
-                               verbose=config.run.verbose, data_parallel_batch=config.batch_size)
+                               verbose=config.run.verbose, data_parallel_batch=config.schedule.batch_size)
         print(f"stage {config.kind} as {config.run.name!r} on {device}; data {config.data.root}")
         if config.kind == "shn":
             from training.shn_loop import train
