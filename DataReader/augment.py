@@ -83,7 +83,7 @@ NOISE_SIGMA = np.array([
     0.0392, 0.0216, 0.0291], dtype=np.float32)
 
 
-def add_point_noise(points, uniform_draw):
+def add_point_noise(points: np.ndarray, uniform_draw: np.ndarray) -> np.ndarray:
     """The SPEC input noise: points + uniform(-0.5, 0.5) * sigma * 2 per coordinate.
 
     points (..., 41, 3) metres; uniform_draw of the same shape, drawn from

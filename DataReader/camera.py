@@ -30,25 +30,25 @@ INTRINSICS = np.array([[FOCAL_PX, 0.0, PRINCIPAL_POINT[0]],
                        [0.0, 0.0, 1.0]])
 
 
-def z_rotation(angle):
+def z_rotation(angle: float) -> np.ndarray:
     """Rotation matrix (3,3) about world z by `angle` radians."""
     c, s = np.cos(angle), np.sin(angle)
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
-def world_to_camera(points_world, cam_loc):
+def world_to_camera(points_world: np.ndarray, cam_loc: np.ndarray) -> np.ndarray:
     """World points (..., 3) in metres -> OpenCV camera coordinates (..., 3)."""
     points_world = np.asarray(points_world, dtype=np.float64)
     cam_loc = np.asarray(cam_loc, dtype=np.float64).reshape(3)
     return (points_world - cam_loc) @ R_WORLD_TO_CAMERA.T
 
 
-def project(points_camera):
+def project(points_camera: np.ndarray) -> np.ndarray:
     """OpenCV camera points (..., 3) -> pixel coordinates (..., 2) (x right, y down)."""
     points_camera = np.asarray(points_camera, dtype=np.float64)
     return FOCAL_PX * points_camera[..., :2] / points_camera[..., 2:3] + PRINCIPAL_POINT
 
 
-def crop_side_px(root_depth):
+def crop_side_px(root_depth: float) -> float:
     """Side in pixels of the square crop around a root at `root_depth` metres."""
     return FOCAL_PX * CROP_SIZE_M / root_depth

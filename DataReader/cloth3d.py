@@ -24,9 +24,11 @@ cache (the original re-read them for every frame).
 """
 import collections
 import logging
+import os
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, Union
 
 import cv2
 import numpy as np
@@ -35,6 +37,8 @@ import scipy.io
 from smpl.constants import NUM_JOINTS, NUM_LANDMARKS, NUM_POINTS
 
 from . import camera
+
+PathLike = Union[str, os.PathLike]
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +60,7 @@ class EmptyMaskError(CLOTH3DError):
 # Data lists
 # ----------------------------------------------------------------------------
 
-def parse_line(line):
+def parse_line(line: str) -> tuple[str, int]:
     """`SEQ/NNNN.png` -> (sequence name, frame index). Raises CLOTH3DError on other forms."""
     text = str(line).strip()
     sequence, sep, frame_file = text.rpartition("/")
@@ -66,7 +70,7 @@ def parse_line(line):
     return sequence, int(stem)
 
 
-def read_list(list_file):
+def read_list(list_file: PathLike) -> list[str]:
     """The non-empty lines of a data list (train.txt / val.txt), each checked by `parse_line`."""
     list_file = Path(list_file)
     if not list_file.is_file():
@@ -130,11 +134,11 @@ class Sequence:
     rotations: np.ndarray
 
     @property
-    def info_path(self):
+    def info_path(self) -> Path:
         return self.folder / "info.mat"
 
     @property
-    def info_body_path(self):
+    def info_body_path(self) -> Path:
         return self.folder / "info_body.mat"
 
     @classmethod
@@ -174,7 +178,7 @@ class Sequence:
             if not 0 <= frame < length:
                 raise CLOTH3DError(f"{path}: frame {frame} is beyond '{key}' ({length} frames)")
 
-    def targets(self, frame):
+    def targets(self, frame: int) -> "FrameTargets":
         """Ground truth and crop geometry of one frame, as a `FrameTargets`."""
         self._check_frame(frame)
         joints = self.joints[frame].astype(np.float64)
@@ -202,7 +206,7 @@ class Sequence:
 # One frame's targets and crop
 # ----------------------------------------------------------------------------
 
-def crop_from_image_affine(root_px, side_px, size=CROP_SIZE_PX):
+def crop_from_image_affine(root_px: np.ndarray, side_px: float, size: int = CROP_SIZE_PX) -> np.ndarray:
     """The (2, 3) affine taking image coordinates (continuous, as
     `camera.project` gives them) to crop pixel coordinates (pixel centres at
     integers, as arrays are indexed): a square of `side_px` image pixels
@@ -214,12 +218,12 @@ def crop_from_image_affine(root_px, side_px, size=CROP_SIZE_PX):
                      [0.0, scale, centre - scale * root_px[1]]])
 
 
-def apply_affine(affine, points2d):
+def apply_affine(affine: np.ndarray, points2d: np.ndarray) -> np.ndarray:
     """Applies a (2, 3) affine to pixel coordinates (..., 2)."""
     return points2d @ affine[:, :2].T + affine[:, 2]
 
 
-def compose_affine(outer, inner):
+def compose_affine(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
     """The (2, 3) affine of `outer` after `inner`."""
     outer3 = np.vstack([outer, [0.0, 0.0, 1.0]])
     inner3 = np.vstack([inner, [0.0, 0.0, 1.0]])
@@ -253,11 +257,11 @@ class FrameTargets:
         return cls(points=points, rotations=rotations, shape=shape, root_camera=root_camera,
                    crop_from_image=affine, points2d=apply_affine(affine, image_px), size=size)
 
-    def replace(self, **changes):
+    def replace(self, **changes: Any) -> "FrameTargets":
         return replace(self, **changes)
 
 
-def read_rgba(path):
+def read_rgba(path: PathLike) -> np.ndarray:
     """The RGBA frame at `path` as uint8 (H, W, 4) in OpenCV's BGRA order.
 
     Raises FileNotFoundError if absent and CLOTH3DError if it is not a
@@ -277,7 +281,7 @@ def read_rgba(path):
     return image
 
 
-def check_png_header(path):
+def check_png_header(path: PathLike) -> None:
     """Checks the PNG signature and that the colour type carries alpha (reads 26 bytes)."""
     with open(path, "rb") as handle:
         header = handle.read(26)
@@ -287,7 +291,8 @@ def check_png_header(path):
         raise CLOTH3DError(f"{path}: PNG has no alpha channel (the alpha is the person mask)")
 
 
-def crop_rgba(rgba, crop_from_image, size=CROP_SIZE_PX):
+def crop_rgba(rgba: np.ndarray, crop_from_image: np.ndarray,
+              size: int = CROP_SIZE_PX) -> tuple[np.ndarray, np.ndarray]:
     """Warps a BGRA uint8 frame (H, W, 4) into the crop: bilinear, zero outside
     the frame. Returns image (size, size, 3) float32 RGB 0..255 and mask
     (size, size, 1) float32 0..1."""
@@ -304,7 +309,7 @@ def crop_rgba(rgba, crop_from_image, size=CROP_SIZE_PX):
     return image, mask
 
 
-def sample_dict(image, mask, targets, path):
+def sample_dict(image: np.ndarray, mask: np.ndarray, targets: "FrameTargets", path: PathLike) -> dict:
     """The reader's output dict (see `CLOTH3DReader.load`)."""
     return {"image": image, "mask": mask,
             "points": targets.points.astype(np.float32),
@@ -327,7 +332,7 @@ class CLOTH3DReader:
     (for benchmarks only).
     """
 
-    def __init__(self, frames_root, max_cached_sequences=256, cache_sequences=True):
+    def __init__(self, frames_root: PathLike, max_cached_sequences: int = 256, cache_sequences: bool = True) -> None:
         self.frames_root = Path(frames_root)
         if not self.frames_root.is_dir():
             raise FileNotFoundError(f"{self.frames_root}: frames root not found")
@@ -336,7 +341,7 @@ class CLOTH3DReader:
         self._lock = threading.Lock()
         self.empty_masks_skipped = 0
 
-    def sequence(self, name):
+    def sequence(self, name: str) -> Sequence:
         """The `Sequence` of folder `name` (cached)."""
         with self._lock:
             if name in self._sequences:
@@ -350,16 +355,16 @@ class CLOTH3DReader:
                     self._sequences.popitem(last=False)
         return sequence
 
-    def frame_path(self, line):
+    def frame_path(self, line: str) -> Path:
         parse_line(line)
         return self.frames_root / str(line).strip()
 
-    def targets(self, line):
+    def targets(self, line: str) -> "FrameTargets":
         """`FrameTargets` of a data-list line, from the .mat files only (no image)."""
         sequence, frame = parse_line(line)
         return self.sequence(sequence).targets(frame)
 
-    def read_frame(self, line):
+    def read_frame(self, line: str) -> np.ndarray:
         """The frame's BGRA uint8 image; EmptyMaskError when its alpha is all zero."""
         path = self.frame_path(line)
         rgba = read_rgba(path)
@@ -367,7 +372,7 @@ class CLOTH3DReader:
             raise EmptyMaskError(f"{path}: empty alpha mask (no person in the frame)")
         return rgba
 
-    def load(self, line):
+    def load(self, line: str) -> dict:
         """One sample of data-list line `SEQ/NNNN.png`, as a dict of NumPy arrays:
 
         image (256, 256, 3) float32 RGB 0..255 (cropped, before standardisation),
@@ -379,7 +384,7 @@ class CLOTH3DReader:
         image, mask = crop_rgba(self.read_frame(line), targets.crop_from_image, targets.size)
         return sample_dict(image, mask, targets, self.frame_path(line))
 
-    def count_empty_mask(self, error):
+    def count_empty_mask(self, error: Exception) -> None:
         """Records a skipped empty-mask frame and logs a counted warning."""
         with self._lock:
             self.empty_masks_skipped += 1
@@ -417,27 +422,27 @@ class SMPLRArrays:
         return len(self.points)
 
     @classmethod
-    def from_list(cls, frames_root, list_file, progress=False):
+    def from_list(cls, frames_root: PathLike, list_file: PathLike, progress: bool = False) -> "SMPLRArrays":
         """Reads the .mat files of every line of `list_file` (each sequence once)."""
         lines = read_list(list_file)
         return cls.from_lines(CLOTH3DReader(frames_root), lines, progress=progress)
 
     @classmethod
-    def from_lines(cls, reader, lines, progress=False):
+    def from_lines(cls, reader: "CLOTH3DReader", lines: list[str], progress: bool = False) -> "SMPLRArrays":
         targets = read_targets(reader, lines, progress=progress)
         return cls(points=np.stack([t.points for t in targets]).astype(np.float32),
                    rotations=np.stack([t.rotations for t in targets]).astype(np.float32),
                    shape=np.stack([t.shape for t in targets]).astype(np.float32),
                    paths=np.array([str(reader.frames_root / line) for line in lines]))
 
-    def concatenate(self, *others):
+    def concatenate(self, *others: "SMPLRArrays") -> "SMPLRArrays":
         """One SMPLRArrays holding this one's samples followed by the others'."""
         parts = (self,) + others
         return SMPLRArrays(*(np.concatenate([getattr(p, key) for p in parts])
                              for key in ("points", "rotations", "shape", "paths")))
 
 
-def read_targets(reader, lines, progress=False):
+def read_targets(reader: CLOTH3DReader, lines: list[str], progress: bool = False) -> list:
     """`FrameTargets` of every line, reading each sequence's .mat files once
     (lines are grouped by sequence, so even a small cache never re-reads)."""
     order = sorted(range(len(lines)), key=lambda i: parse_line(lines[i]))

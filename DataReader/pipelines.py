@@ -14,17 +14,21 @@ so the same `seed` gives the same batches however many threads load them,
 and every epoch of a repeated dataset draws new augmentations.
 """
 import atexit
+import os
 import threading
 import time
 import weakref
+from typing import Optional, Union
 
 import numpy as np
 import tensorflow as tf
 
 from .augment import IMAGE_NOISE_PROB, IMAGE_NOISE_STD, add_point_noise
-from .cloth3d import CROP_SIZE_PX, NUM_JOINTS, NUM_POINTS, CLOTH3DReader, read_list
+from .cloth3d import CROP_SIZE_PX, NUM_JOINTS, NUM_POINTS, CLOTH3DReader, SMPLRArrays, read_list
 from .loader import shn_options, smplr_options
 from .samples import SHNSampleLoader  # noqa: F401  (re-exported: DataReader.pipelines.SHNSampleLoader)
+
+PathLike = Union[str, os.PathLike]
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -112,7 +116,8 @@ def _quiesce_loaders_at_exit(quiet_seconds=0.25, timeout_seconds=20.0):
         time.sleep(0.02)
 
 
-def standardize_image(image, noise_seed=None, noise_prob=IMAGE_NOISE_PROB, noise_std=IMAGE_NOISE_STD):
+def standardize_image(image: tf.Tensor, noise_seed: Optional[tf.Tensor] = None, noise_prob: float = IMAGE_NOISE_PROB,
+                      noise_std: float = IMAGE_NOISE_STD) -> tf.Tensor:
     """Per-image standardisation (zero mean, unit variance) of image (H, W, 3);
     with `noise_seed` (2,), adds N(0, noise_std) noise with probability noise_prob."""
     image = tf.image.per_image_standardization(image)
@@ -125,9 +130,11 @@ def standardize_image(image, noise_seed=None, noise_prob=IMAGE_NOISE_PROB, noise
     return image
 
 
-def shn_dataset(frames_root, list_file, batch_size, training, augmentation=1, seed=None,
-                voc_dir=None, occluder_dir=None, flip=False, shuffle=None,
-                drop_remainder=None, num_parallel_calls=AUTOTUNE):
+def shn_dataset(frames_root: PathLike, list_file: PathLike, batch_size: int,
+                training: bool, augmentation: int = 1, seed: Optional[int] = None,
+                voc_dir: Optional[PathLike] = None, occluder_dir: Optional[PathLike] = None,
+                flip: bool = False, shuffle: Optional[bool] = None, drop_remainder: Optional[bool] = None,
+                num_parallel_calls: int = AUTOTUNE) -> tf.data.Dataset:
     """The SHN's tf.data pipeline over a CLOTH3D-format frames root.
 
     Args:
@@ -181,8 +188,9 @@ def shn_dataset(frames_root, list_file, batch_size, training, augmentation=1, se
     return dataset
 
 
-def smplr_dataset(arrays, batch_size, training, noise=None, seed=None, shuffle=None,
-                  drop_remainder=None, bone_template=None):
+def smplr_dataset(arrays: SMPLRArrays, batch_size: int, training: bool, noise: Optional[bool] = None,
+                  seed: Optional[int] = None, shuffle: Optional[bool] = None, drop_remainder: Optional[bool] = None,
+                  bone_template: Optional[np.ndarray] = None) -> tf.data.Dataset:
     """The SMPLR stages' pipeline over in-memory `SMPLRArrays`.
 
     Args:

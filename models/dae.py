@@ -5,10 +5,12 @@ Dropout 0.2 (keep 0.8) on the input; encoder fc 1024, 1024, 512; dropout;
 decoder fc 1024 + skip from the second encoder layer, fc 1024 + skip from the
 first; a linear fc 123 added to the (un-dropped) input, initialised to zero.
 """
+from typing import Optional
+
 import keras
 
 
-def dense(units, name=None, activation=None):
+def dense(units: int, name: Optional[str] = None, activation: Optional[str] = None) -> keras.layers.Dense:
     """Fully connected layer initialised like the original's `fc`.
 
     Kernels and biases are Glorot-uniform: the original's `tf.get_variable`

@@ -32,9 +32,13 @@ world axes.
 inverses; `soft_argmax` reads points back through the same grid.
 """
 import math
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from keras import ops
+
+#: A backend tensor, or anything `keras.ops` converts to one (NumPy arrays).
+Tensor = Any
 
 #: Side of the cube the grid spans, metres (root-relative points in [-1.25, 1.25)).
 GRID_EXTENT = 2.5
@@ -58,7 +62,7 @@ def _axes_rotation(axes):
     return GRID_AXES[axes]
 
 
-def to_grid_axes(points, axes="world"):
+def to_grid_axes(points: Tensor, axes: str = "world") -> Tensor:
     """World-axes points (..., 3) -> the same points in grid axes `axes` (..., 3) float32.
 
     "world" returns the points unchanged; "camera" gives (y, -z, -x).
@@ -68,7 +72,7 @@ def to_grid_axes(points, axes="world"):
     return points if axes == "world" else ops.matmul(points, ops.convert_to_tensor(rotation.T))
 
 
-def from_grid_axes(points, axes="world"):
+def from_grid_axes(points: Tensor, axes: str = "world") -> Tensor:
     """Grid-axes points (..., 3) of grid axes `axes` -> world-axes points (..., 3) float32.
 
     The inverse of `to_grid_axes` (the rotation is a signed permutation, so its
@@ -95,7 +99,7 @@ class VoxelGrid:
         self.size, self.depth, self.extent, self.axes = int(size), int(depth), float(extent), axes
 
     @classmethod
-    def for_heatmaps(cls, heatmaps, extent=GRID_EXTENT, axes="world"):
+    def for_heatmaps(cls, heatmaps: Tensor, extent: float = GRID_EXTENT, axes: str = "world") -> "VoxelGrid":
         """The grid matching heatmaps of shape (..., H, W, D, C) (requires H == W)."""
         height, width, depth = tuple(heatmaps.shape[-4:-1])
         if height != width:
@@ -103,43 +107,43 @@ class VoxelGrid:
         return cls(size=height, depth=depth, extent=extent, axes=axes)
 
     @property
-    def shape(self):
+    def shape(self) -> tuple[int, int, int]:
         """Array shape (H, W, D) of one heatmap volume."""
         return (self.size, self.size, self.depth)
 
     @property
-    def num_voxels(self):
+    def num_voxels(self) -> int:
         return self.size * self.size * self.depth
 
     @property
-    def cells_per_axis(self):
+    def cells_per_axis(self) -> np.ndarray:
         """Voxels across the extent along the grid axes x, y, z: (W, H, D) float32."""
         return np.array([self.size, self.size, self.depth], np.float32)
 
     @property
-    def voxel_size(self):
+    def voxel_size(self) -> np.ndarray:
         """Edge lengths of one voxel along the grid axes x, y, z, metres (3,) float32."""
         return np.float32(self.extent) / self.cells_per_axis
 
-    def points_to_voxels(self, points):
+    def points_to_voxels(self, points: Tensor) -> Tensor:
         """Voxel coordinates (..., 3) ((column, row, slice) order, continuous) of
         world-axes points (..., 3) in metres."""
         points = to_grid_axes(points, self.axes)
         return (points / self.extent + 0.5) * self.cells_per_axis
 
-    def voxels_to_points(self, voxels):
+    def voxels_to_points(self, voxels: Tensor) -> Tensor:
         """World-axes points (..., 3) in metres of voxel coordinates (..., 3) ((column, row, slice) order)."""
         voxels = ops.convert_to_tensor(voxels, dtype="float32")
         return from_grid_axes((voxels / self.cells_per_axis - 0.5) * self.extent, self.axes)
 
-    def voxel_centres(self):
+    def voxel_centres(self) -> np.ndarray:
         """Voxel coordinates (H*W*D, 3) float32 of every cell centre, (x, y, z) order,
         in the row-major order of a flattened (H, W, D) volume."""
         rows, cols, slices = np.meshgrid(np.arange(self.size), np.arange(self.size),
                                          np.arange(self.depth), indexing="ij")
         return np.stack([cols, rows, slices], axis=-1).reshape(-1, 3).astype(np.float32)
 
-    def axis_centres(self):
+    def axis_centres(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Cell-centre voxel coordinates along x (W,), y (H,) and z (D,), float32."""
         return (np.arange(self.size, dtype=np.float32), np.arange(self.size, dtype=np.float32),
                 np.arange(self.depth, dtype=np.float32))
@@ -150,7 +154,7 @@ def _check_points(points, name):
         raise ValueError(f"{name}: points must be (B, N, 3) in metres, got shape {tuple(points.shape)}")
 
 
-def point_heatmaps(points, grid=None, peak_one=False):
+def point_heatmaps(points: Tensor, grid: Optional["VoxelGrid"] = None, peak_one: bool = False) -> Tensor:
     """Target heatmaps (B, H, W, D, N) float32 of points (B, N, 3) in metres.
 
     Each map is the isotropic Gaussian density with unit covariance in voxel
@@ -180,7 +184,8 @@ def point_heatmaps(points, grid=None, peak_one=False):
     return ops.transpose(density, (0, 2, 3, 4, 1))
 
 
-def limb_bone_table(limb_end_nodes, parents):
+def limb_bone_table(limb_end_nodes: Sequence[Sequence[int]],
+                    parents: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """Start and end node indices (L, K) int32 of the bones of each limb.
 
     limb_end_nodes: L sequences of bone end nodes (a bone is (parents[i], i));
@@ -197,7 +202,8 @@ def limb_bone_table(limb_end_nodes, parents):
     return parents[ends].astype(np.int32), ends
 
 
-def limb_heatmaps(points, bone_starts, bone_ends, grid=None):
+def limb_heatmaps(points: Tensor, bone_starts: np.ndarray, bone_ends: np.ndarray,
+                  grid: Optional["VoxelGrid"] = None) -> Tensor:
     """Target limb maps (B, H, W, D, L) float32 of the limbs' bone segments.
 
     points: (B, N, 3) root-relative points in metres (nodes 1..N; node 0, the
@@ -237,7 +243,7 @@ def limb_heatmaps(points, bone_starts, bone_ends, grid=None):
     return ops.transpose(limbs, (0, 2, 3, 4, 1))
 
 
-def soft_argmax(heatmaps, num_points=41, extent=GRID_EXTENT, axes="world"):
+def soft_argmax(heatmaps: Tensor, num_points: int = 41, extent: float = GRID_EXTENT, axes: str = "world") -> Tensor:
     """World-axes points (B, num_points, 3) in metres read from heatmap logits (B, H, W, D, C).
 
     Per channel: softmax over all H*W*D voxels, then the expected voxel centre,

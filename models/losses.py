@@ -2,11 +2,13 @@
 
 Every loss is a mean over all of its elements, as in the original.
 """
+from typing import Any
+
 from keras import ops
 
 from smpl import kinematics
 
-from .heatmaps import VoxelGrid, limb_bone_table, limb_heatmaps, point_heatmaps
+from .heatmaps import Tensor, VoxelGrid, limb_bone_table, limb_heatmaps, point_heatmaps
 
 
 class VoxelHeatmapLoss:
@@ -35,7 +37,7 @@ class VoxelHeatmapLoss:
         self.bone_starts, self.bone_ends = limb_bone_table(limb_end_nodes, parents)
         self.num_limbs = self.bone_starts.shape[0]
 
-    def targets(self, points):
+    def targets(self, points: Tensor) -> Tensor:
         """Target volumes (B, H, W, D, P + L) float32 for points (B, P, 3) in metres."""
         return ops.concatenate([point_heatmaps(points, self.grid, peak_one=self.peak_one),
                                 limb_heatmaps(points, self.bone_starts, self.bone_ends, self.grid)], axis=-1)
@@ -60,24 +62,25 @@ def _l1(prediction, target):
     return ops.mean(ops.abs(prediction - target))
 
 
-def dae_loss(cleaned_points, target_points):
+def dae_loss(cleaned_points: Tensor, target_points: Tensor) -> Tensor:
     """DAE stage: mean absolute error (metres) of cleaned (B, 123) against clean points (B, 123) or (B, 41, 3)."""
     return _l1(cleaned_points, target_points)
 
 
-def shape_loss(shape, target_shape, regularisation=0.01):
+def shape_loss(shape: Tensor, target_shape: Tensor, regularisation: float = 0.01) -> Tensor:
     """Shape stage: L1 of shape (B, 11) against its target + 0.01 * mean |shape|."""
     shape = ops.convert_to_tensor(shape, dtype="float32")
     return _l1(shape, target_shape) + regularisation * ops.mean(ops.abs(shape))
 
 
-def pose_loss(pose, target_pose):
+def pose_loss(pose: Tensor, target_pose: Tensor) -> Tensor:
     """Pose stage: L1 of flattened rotation matrices pose (B, 216) against
     target rotations (B, 216) or (B, 24, 3, 3)."""
     return _l1(pose, target_pose)
 
 
-def shapepose_loss(outputs, target_shape, target_pose, target_points):
+def shapepose_loss(outputs: dict[str, Any], target_shape: Tensor, target_pose: Tensor,
+                   target_points: Tensor) -> dict[str, Tensor]:
     """Shape+pose fine-tune: L1 pose + L1 shape + L1 SMPL joints + L1 SMPL landmarks.
 
     outputs: the dict of `models.SMPLR` ('shape' (B, 11), 'pose' (B, 216),

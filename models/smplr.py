@@ -9,6 +9,8 @@ Both nets share one architecture (`TrunkAndSideBranch`): a trunk of fc 1024,
 e41 -> fc 256 -> a linear head of the same size; the heads concatenated ->
 a final fc. Hidden layers are fc + batch norm (offset and scale) + ELU.
 """
+from typing import Any
+
 import keras
 import numpy as np
 from keras import ops
@@ -69,7 +71,7 @@ class PoseNet(TrunkAndSideBranch):
         super().__init__(3 * kinematics.NUM_POINTS, NUM_POSE, final_activation="tanh", **kwargs)
 
 
-def nearest_rotation(matrices):
+def nearest_rotation(matrices: Any) -> Any:
     """The rotation nearest (Frobenius) to each 3x3 matrix, float32 backend tensors
     (..., 3, 3) -> (..., 3, 3): `smpl.transforms.nearest_rotation` on `keras.ops`."""
     return transforms.nearest_rotation(matrices, xp=ops)
@@ -110,7 +112,7 @@ class SMPLR(keras.Model):
         # Without this, Keras warns that it marks the model built unbuilt.
         self.built = True
 
-    def features(self, points):
+    def features(self, points: Any) -> tuple[Any, Any]:
         """Shape-net bones (B, 41) and pose-net normals (B, 123) of points (B, 41, 3)."""
         return (kinematics.bone_features(points, self.bone_template), kinematics.normal_features(points))
 

@@ -10,6 +10,7 @@ import logging
 import os
 import pickle
 from pathlib import Path
+from typing import Optional, Union
 
 import numpy as np
 import scipy.sparse
@@ -103,7 +104,7 @@ class SMPLModel:
                                  "(expected 'female', 'male' or 'neutral')")
 
     @property
-    def num_vertices(self):
+    def num_vertices(self) -> int:
         return self.v_template.shape[0]
 
 
@@ -215,7 +216,7 @@ def _read_npz(path):
         raise SMPLModelError(f"{path}: not a readable .npz ({type(err).__name__}: {err})") from None
 
 
-def load_model(path):
+def load_model(path: Union[str, os.PathLike]) -> SMPLModel:
     """Reads one SMPL-format model file (.pkl or .npz) into an `SMPLModel`.
 
     Raises FileNotFoundError for a missing file and SMPLModelError (a
@@ -256,7 +257,7 @@ def load_model(path):
         landmark_ids=landmark_ids, gender=gender, path=str(path))
 
 
-def save_npz(model, path):
+def save_npz(model: SMPLModel, path: Union[str, os.PathLike]) -> None:
     """Writes an `SMPLModel` as a compressed `.npz` that `load_model` reads back."""
     fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(model) if f.name != "path"}
     if not np.any(fields["posedirs"]):
@@ -273,7 +274,7 @@ def _find_in(directory):
     return found["female"], found["male"]
 
 
-def find_models(model_dir=None):
+def find_models(model_dir: Optional[Union[str, os.PathLike]] = None) -> tuple[Path, Path]:
     """Paths (female, male) of the body model files to use.
 
     Looks in `model_dir` (the `--smpl-dir` argument), then `$SMPLR_SMPL_DIR`,

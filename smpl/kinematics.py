@@ -12,6 +12,8 @@ preparation use exactly the same maths (`np.asarray(...)` the result there).
 The sizes and tables (`NUM_POINTS`, `PARENTS`, ...) live in `smpl.constants`
 and are re-exported here.
 """
+from typing import Any
+
 import numpy as np
 from keras import ops
 
@@ -19,9 +21,13 @@ from .constants import (  # noqa: F401  (re-exported: smpl.kinematics.NUM_POINTS
     NUM_JOINTS, NUM_LANDMARKS, NUM_POINTS, NUM_NODES, NUM_BETAS, NUM_SHAPE, NUM_POSE_FEATURES,
     SMPL_JOINT_NAMES, SMPL_PARENTS, LANDMARK_NAMES, SMPL_LANDMARK_VERTEX_IDS, SMPL_NUM_VERTICES,
     PARENTS, LANDMARK_JOINTS, ATTACHMENT, LIMB_END_NODES, SPEC_BONE_TEMPLATE)
+from .io import SMPLModel
+
+#: A backend tensor, or anything `keras.ops` converts to one (NumPy arrays).
+Tensor = Any
 
 
-def rest_points(model):
+def rest_points(model: SMPLModel) -> np.ndarray:
     """The 41 root-relative points (41, 3) of a body model in its rest pose, betas 0.
 
     `model` is an `smpl.SMPLModel`; joints come from its J_regressor, landmarks
@@ -32,7 +38,7 @@ def rest_points(model):
     return np.concatenate([joints[1:], landmarks]) - joints[0]
 
 
-def bone_template(model_f, model_m):
+def bone_template(model_f: SMPLModel, model_m: SMPLModel) -> np.ndarray:
     """Bone lengths (42,) float32 in metres of a body model: the mean of the
     female and male rest-pose bone lengths (node 0 holds 0), the reference the
     SMPLR shape net's bone features are measured against."""
@@ -45,7 +51,7 @@ def _bone_vectors_np(points):
     return with_root[1:] - with_root[PARENTS[1:]]
 
 
-def bone_vectors(points):
+def bone_vectors(points: Tensor) -> Tensor:
     """Bone vectors P[i] - P[parent(i)] (B, 41, 3) from points (B, 41, 3) in metres."""
     points = ops.convert_to_tensor(points, dtype="float32")
     root = ops.zeros_like(points[:, :1])
@@ -53,7 +59,7 @@ def bone_vectors(points):
     return points - ops.take(with_root, PARENTS[1:], axis=1)
 
 
-def bone_features(points, template):
+def bone_features(points: Tensor, template: np.ndarray) -> Tensor:
     """Shape-net input (B, 41): bone lengths minus the template's, metres.
 
     points: (B, 41, 3) root-relative; template: (42,) from `bone_template`.
@@ -62,7 +68,7 @@ def bone_features(points, template):
     return lengths - ops.convert_to_tensor(template, dtype="float32")[1:]
 
 
-def normal_features(points, eps=1e-8):
+def normal_features(points: Tensor, eps: float = 1e-8) -> Tensor:
     """Pose-net input (B, 123): unit bone directions, flattened x, y, z per bone."""
     vectors = bone_vectors(points)
     lengths = ops.norm(vectors, axis=-1, keepdims=True)

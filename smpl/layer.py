@@ -25,7 +25,7 @@ that give the same numbers:
   (`tf.dynamic_partition`), runs each part with its own model and stitches
   the parts back in order, so each sample's blend shapes are computed once.
 """
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional, Sequence
 
 import numpy as np
 import keras
@@ -35,8 +35,11 @@ from .constants import NUM_BETAS, NUM_JOINTS, NUM_SHAPE
 from .io import SMPLModel, load_model
 from .transforms import along_chain
 
+#: A backend tensor, or anything `keras.ops` converts to one (NumPy arrays).
+Tensor = Any
 
-def rodrigues(axis_angle):
+
+def rodrigues(axis_angle: Tensor) -> Tensor:
     """Axis-angle vectors (..., 3) in radians -> rotation matrices (..., 3, 3).
 
     R = I + a K + b K^2 with K the cross-product matrix of the (unnormalised)
@@ -59,7 +62,8 @@ def rodrigues(axis_angle):
     return ops.eye(3, dtype="float32") + a * k + b * ops.matmul(k, k)
 
 
-def linear_blend_skinning(rotations, betas, model, parents, model_weights=None):
+def linear_blend_skinning(rotations: Tensor, betas: Tensor, model: dict, parents: Sequence[int],
+                          model_weights: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
     """SMPL vertices and joints for a batch, with one or two body models in `model`.
 
     rotations (B, 24, 3, 3), betas (B, 10). `model` is a dict of float32
@@ -112,7 +116,7 @@ def linear_blend_skinning(rotations, betas, model, parents, model_weights=None):
     return vertices, posed_joints
 
 
-def world_transforms(rotations, rest_joints, parents):
+def world_transforms(rotations: Tensor, rest_joints: Tensor, parents: Sequence[int]) -> tuple[Tensor, Tensor]:
     """World rotations (B, 24, 3, 3) and positions (B, 24, 3) of the joints along
     the kinematic chain (4x4 transforms, the chain unrolled at trace time).
 
@@ -129,7 +133,7 @@ def world_transforms(rotations, rest_joints, parents):
     return world[:, :, :3, :3], world[:, :, :3, 3]
 
 
-def stacked_by_gender(rotations, shape, models, parents):
+def stacked_by_gender(rotations: Tensor, shape: Tensor, models: dict, parents: Sequence[int]) -> tuple[Tensor, Tensor]:
     """Fixed shapes: `linear_blend_skinning` with both models stacked in
     `models` (see `SMPL._stack`), each sample weighted onto the model its
     gender value picks (male where shape[:, 10] >= 0). shape (B, 11)."""
@@ -138,7 +142,8 @@ def stacked_by_gender(rotations, shape, models, parents):
                                  model_weights=ops.concatenate([1.0 - male, male], axis=1))
 
 
-def split_by_gender_tf(rotations, shape, models, parents):
+def split_by_gender_tf(rotations: Tensor, shape: Tensor, models: Sequence[dict],
+                       parents: Sequence[int]) -> tuple[Tensor, Tensor]:
     """TensorFlow only: `linear_blend_skinning` on the female and the male part
     of the batch with their own model (`models` = [female, male], G = 1 each),
     stitched back in the batch's order. shape (B, 11), male where shape[:, 10] >= 0."""
@@ -295,7 +300,7 @@ class SMPL(keras.layers.Layer):
     def call(self, rotations, shape):
         return self._root_centred(rotations, shape, self._models)
 
-    def forward(self, rotations, shape, return_vertices=True):
+    def forward(self, rotations: Tensor, shape: Tensor, return_vertices: bool = True) -> Body:
         """`Body`(vertices, joints, points) of rotations (B, 24, 3, 3) and shape (B, 11).
 
         return_vertices=False skins only the 18 landmark vertices (`vertices`
@@ -307,7 +312,7 @@ class SMPL(keras.layers.Layer):
         landmarks, joints = self._root_centred(rotations, shape, self._landmark_models)
         return Body(None, joints, ops.concatenate([joints[:, 1:], landmarks], axis=1))
 
-    def points41(self, vertices, joints):
+    def points41(self, vertices: Tensor, joints: Tensor) -> Tensor:
         """The 41 SMPLR points (B, 41, 3): joints 1..23, then the 18 landmark vertices."""
         return ops.concatenate([joints[:, 1:], ops.take(vertices, self.landmark_ids, axis=1)], axis=1)
 

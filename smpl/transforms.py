@@ -6,10 +6,12 @@ tensors inside models and the SMPL layer, on TensorFlow or JAX). Both spell
 the calls used here alike (`xp.linalg.svd`, `xp.linalg.det`, `xp.matmul`,
 `xp.stack`, `xp.unstack`). This module imports neither Keras nor TensorFlow.
 """
+from typing import Any, Sequence
+
 import numpy as np
 
 
-def nearest_rotation(matrices, xp=np):
+def nearest_rotation(matrices: Any, xp: Any = np) -> Any:
     """The rotation nearest (Frobenius) to each 3x3 matrix: (..., 3, 3) -> (..., 3, 3).
 
     R = U diag(1, 1, det(U V^T)) V^T from the SVD M = U S V^T, so a reflection
@@ -28,7 +30,7 @@ def nearest_rotation(matrices, xp=np):
     return xp.matmul(u * fix, vt)
 
 
-def along_chain(local, parents, xp=np):
+def along_chain(local: Any, parents: Sequence[int], xp: Any = np) -> Any:
     """World transforms (N, J, k, k) from parent-relative ones (N, J, k, k) on a kinematic tree.
 
     W[0] = L[0] and W[j] = W[parents[j]] @ L[j]; `parents` holds J ints with

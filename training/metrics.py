@@ -4,6 +4,8 @@ The 41 points are SMPL joints 1..23 (point index j - 1 holds SMPL joint j; the
 root, joint 0, is the origin) followed by 18 surface landmarks. Errors are
 Euclidean distances in millimetres, averaged over samples and points.
 """
+from typing import Any
+
 import numpy as np
 
 from smpl.constants import NUM_JOINTS as NUM_SMPL_JOINTS, NUM_POINTS
@@ -33,7 +35,7 @@ def _check_points(points, what):
     return points
 
 
-def point_errors_mm(pred, target):
+def point_errors_mm(pred: Any, target: Any) -> np.ndarray:
     """Per-sample, per-point Euclidean error (B, 41) in mm of points given in metres."""
     pred = _check_points(pred, "pred")
     target = _check_points(target, "target")
@@ -42,7 +44,7 @@ def point_errors_mm(pred, target):
     return 1000.0 * np.linalg.norm(pred - target, axis=-1)
 
 
-def summarize_point_errors(errors_mm):
+def summarize_point_errors(errors_mm: np.ndarray) -> dict[str, float]:
     """Mean errors in mm from per-point errors (B, 41) (or their mean (41,)).
 
     Returns dict ``joints`` (points 0..22), ``landmarks`` (23..40), ``all``.
@@ -55,7 +57,7 @@ def summarize_point_errors(errors_mm):
             "all": float(per_point.mean())}
 
 
-def group_errors(errors_mm):
+def group_errors(errors_mm: np.ndarray) -> dict[str, float]:
     """SPEC joint-group errors in mm from per-point errors (B, 41) or (41,).
 
     SMPL joint j sits at point j - 1; returns dict group -> mean error.
@@ -67,7 +69,7 @@ def group_errors(errors_mm):
             for group, joints in JOINT_GROUPS.items()}
 
 
-def rotation_errors_deg(pred, target, project=True):
+def rotation_errors_deg(pred: Any, target: Any, project: bool = True) -> np.ndarray:
     """Geodesic angle (B, J) in degrees between rotation matrices (B, J, 3, 3).
 
     ``project``: first map ``pred`` to the nearest rotation (see
@@ -87,11 +89,11 @@ def rotation_errors_deg(pred, target, project=True):
 class PointErrorMeter:
     """Accumulates per-point errors over batches (sum and count), for validation."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.total = np.zeros(NUM_POINTS)
         self.count = 0
 
-    def update(self, pred, target):
+    def update(self, pred: Any, target: Any) -> np.ndarray:
         """Add a batch of points (B, 41, 3) in metres; returns its (B, 41) errors in mm."""
         errors = point_errors_mm(pred, target)
         self.total += errors.sum(axis=0)
@@ -99,14 +101,14 @@ class PointErrorMeter:
         return errors
 
     @property
-    def per_point(self):
+    def per_point(self) -> np.ndarray:
         """Mean error per point (41,) in mm (NaN before any update)."""
         if self.count == 0:
             return np.full(NUM_POINTS, np.nan)
         return self.total / self.count
 
-    def summary(self):
+    def summary(self) -> dict[str, float]:
         return summarize_point_errors(self.per_point)
 
-    def groups(self):
+    def groups(self) -> dict[str, float]:
         return group_errors(self.per_point)

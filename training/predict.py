@@ -48,16 +48,20 @@ image, existing outputs without ``--overwrite``) costs that image only: one
 status is 1. A missing checkpoint stops the run at once (status 2).
 """
 import argparse
+import os
 import json
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
 from training import TrainingError
 from training.config import DEFAULT_TMP
+
+PathLike = Union[str, os.PathLike]
 
 #: The file types read from folders (and accepted as INPUT).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -77,7 +81,7 @@ class InputError(ValueError):
 
 
 # ------------------------------------------------------------------ inputs
-def list_images(inputs):
+def list_images(inputs: Iterable[PathLike]) -> tuple[list[Path], list[tuple[Path, str]]]:
     """The image files of ``inputs`` (files and folders) in order, each once.
 
     Returns (paths, errors) with errors a list of (path, message naming it) for inputs
@@ -104,7 +108,7 @@ def list_images(inputs):
     return paths, errors
 
 
-def output_names(paths):
+def output_names(paths: Sequence[Path]) -> list[str]:
     """A distinct output name per image: its stem, or ``FOLDER_STEM`` where stems repeat
     (frames ``00449/0000.png`` and ``00742/0000.png``), with a counter as the last resort."""
     stems = [p.stem for p in paths]
@@ -119,7 +123,7 @@ def output_names(paths):
     return out
 
 
-def read_image(path):
+def read_image(path: PathLike) -> tuple[np.ndarray, bool]:
     """An image file as BGRA uint8 (H, W, 4) and whether its alpha carries a person mask.
 
     PNGs keep their alpha (16-bit ones are reduced to 8 bits as the reader
@@ -153,7 +157,7 @@ def read_image(path):
     return np.ascontiguousarray(image), has_alpha
 
 
-def read_mask(path, shape):
+def read_mask(path: PathLike, shape: tuple[int, ...]) -> np.ndarray:
     """The person mask in ``path`` as bool (H, W); ``shape`` (H, W) is the image's."""
     import cv2
 
@@ -166,7 +170,7 @@ def read_mask(path, shape):
     return mask >= 128 if mask.max() > 1 else mask > 0
 
 
-def mask_box(mask, what):
+def mask_box(mask: np.ndarray, what: str) -> np.ndarray:
     """The box (x, y, w, h) in continuous image coordinates (pixel j spans [j, j + 1])
     of the True pixels of a bool mask (H, W); InputError when there are none."""
     rows, cols = np.any(mask, axis=1), np.any(mask, axis=0)
@@ -177,7 +181,7 @@ def mask_box(mask, what):
     return np.array([x0, y0, x1 + 1 - x0, y1 + 1 - y0], np.float64)
 
 
-def check_box(box, width, height):
+def check_box(box: Sequence[float], width: int, height: int) -> np.ndarray:
     """``--bbox X Y W H`` as floats; InputError unless it has positive size and lies inside the image."""
     x, y, w, h = (float(v) for v in box)
     if w <= 0 or h <= 0:
@@ -207,26 +211,27 @@ class Crop:
     source: str
     box: np.ndarray = None
 
-    def affine(self, size):
+    def affine(self, size: int) -> np.ndarray:
         """(2, 3) affine from image pixels to a ``size`` x ``size`` crop."""
         from DataReader.cloth3d import crop_from_image_affine
 
         return crop_from_image_affine(self.root_px, self.side_px, size)
 
-    def as_dict(self):
+    def as_dict(self) -> dict:
         return {"source": self.source, "box_xywh": None if self.box is None else self.box.tolist(),
                 "root_px": self.root_px.tolist(), "side_px": float(self.side_px),
                 "focal_px": float(self.focal_px), "principal_point": self.principal_point.tolist()}
 
 
-def default_focal_px(width):
+def default_focal_px(width: int) -> float:
     """The training camera's field of view at ``width`` pixels: 888.89 px at 640 px."""
     from DataReader import camera
 
     return camera.FOCAL_PX * width / camera.IMAGE_WIDTH
 
 
-def crop_for_box(box, image_shape, focal_px=None, source="bbox"):
+def crop_for_box(box: np.ndarray, image_shape: tuple[int, ...], focal_px: Optional[float] = None,
+                 source: str = "bbox") -> "Crop":
     """The crop of a person's box (x, y, w, h), by the rule in the module docstring.
 
     image_shape (H, W); focal_px: None = ``default_focal_px``. The principal
@@ -247,7 +252,7 @@ def crop_for_box(box, image_shape, focal_px=None, source="bbox"):
                 principal_point=principal, source=source, box=np.asarray(box, np.float64))
 
 
-def cloth3d_crop(path, sequences):
+def cloth3d_crop(path: Path, sequences: dict[Path, Any]) -> Optional["Crop"]:
     """The exact SPEC crop of a CLOTH3D-format frame ``SEQ/NNNN.png`` with its
     ``info.mat`` and ``info_body.mat`` beside it, or None for any other image.
 
@@ -273,7 +278,9 @@ def cloth3d_crop(path, sequences):
                 principal_point=camera.PRINCIPAL_POINT.copy(), source="info.mat")
 
 
-def find_crop(path, rgba, has_alpha, bbox=None, mask_path=None, focal_px=None, sequences=None):
+def find_crop(path: Path, rgba: np.ndarray, has_alpha: bool, bbox: Optional[Sequence[float]] = None,
+              mask_path: Optional[PathLike] = None, focal_px: Optional[float] = None,
+              sequences: Optional[dict[Path, Any]] = None) -> "Crop":
     """The ``Crop`` of one image by the rules of the module docstring (first that applies)."""
     shape = rgba.shape[:2]
     if bbox is not None:
@@ -288,7 +295,7 @@ def find_crop(path, rgba, has_alpha, bbox=None, mask_path=None, focal_px=None, s
     return crop_for_box(np.array([0.0, 0.0, shape[1], shape[0]]), shape, focal_px, "whole image")
 
 
-def network_input(rgba, crop):
+def network_input(rgba: np.ndarray, crop: "Crop") -> np.ndarray:
     """The SHN's input for a crop: (256, 256, 3) float32, standardised as the test pipeline does."""
     from DataReader.augment import standardize_image_np
     from DataReader.cloth3d import CROP_SIZE_PX, crop_rgba
@@ -298,7 +305,7 @@ def network_input(rgba, crop):
 
 
 # ------------------------------------------------------------------ results
-def axis_angles(rotations):
+def axis_angles(rotations: np.ndarray) -> np.ndarray:
     """Rotation matrices (..., 3, 3) -> axis-angle vectors (..., 3), radians."""
     from scipy.spatial.transform import Rotation
 
@@ -306,7 +313,7 @@ def axis_angles(rotations):
     return Rotation.from_matrix(rotations.reshape(-1, 3, 3)).as_rotvec().reshape(rotations.shape[:-2] + (3,))
 
 
-def result_arrays(outputs, k, crop, faces):
+def result_arrays(outputs: Mapping[str, np.ndarray], k: int, crop: "Crop", faces: np.ndarray) -> dict:
     """Image ``k`` of the pipeline's outputs (NumPy) as the saved arrays (float32 metres)."""
     from DataReader import camera
 
@@ -321,12 +328,12 @@ def result_arrays(outputs, k, crop, faces):
             "camera_from_world": camera.R_WORLD_TO_CAMERA.astype(np.float32)}
 
 
-def gender_name(gender_value):
+def gender_name(gender_value: float) -> str:
     """The SMPL layer's choice: male where the gender value is >= 0."""
     return "male" if float(gender_value) >= 0 else "female"
 
 
-def write_obj(path, vertices, faces, comment=""):
+def write_obj(path: PathLike, vertices: np.ndarray, faces: np.ndarray, comment: str = "") -> None:
     """A Wavefront .obj of a triangle mesh: vertices (V, 3) metres, faces (F, 3) 0-based."""
     vertices, faces = np.asarray(vertices, np.float64), np.asarray(faces, np.int64) + 1
     header = "".join(f"# {line}\n" for line in comment.splitlines())
@@ -334,7 +341,7 @@ def write_obj(path, vertices, faces, comment=""):
                           + ("f %d %d %d\n" * len(faces)) % tuple(faces.ravel()))
 
 
-def read_obj(path):
+def read_obj(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
     """Vertices (V, 3) float64 and triangle faces (F, 3) 0-based of a .obj (``v`` and ``f`` lines)."""
     vertices, faces = [], []
     for line in Path(path).read_text().splitlines():
@@ -346,7 +353,8 @@ def read_obj(path):
     return np.array(vertices, np.float64).reshape(-1, 3), np.array(faces, np.int64).reshape(-1, 3)
 
 
-def overlay_picture(rgba, crop, arrays, parents, size=OVERLAY_SIZE):
+def overlay_picture(rgba: np.ndarray, crop: "Crop", arrays: Mapping[str, np.ndarray], parents: Sequence[int],
+                    size: int = OVERLAY_SIZE) -> np.ndarray:
     """uint8 RGB (size, 2 * size, 3): the crop with the projected mesh and the SMPL
     skeleton (red), and beside it the mesh turned 90 degrees about the vertical axis."""
     import cv2
@@ -399,7 +407,8 @@ class Predictor:
     compiled step is traced once.
     """
 
-    def __init__(self, tmp, shn, dae, smplr, smpl_dir=None, batch_size=8):
+    def __init__(self, tmp: PathLike, shn: str, dae: str, smplr: str, smpl_dir: Optional[PathLike] = None,
+                 batch_size: int = 8) -> None:
         from smpl import kinematics
         from training.evaluate import load_stages
         from training.steps import make_steps
@@ -423,8 +432,8 @@ class Predictor:
         return {key: np.asarray(ops.convert_to_numpy(value))[:count] for key, value in outputs.items()}
 
 
-def save_untrained_checkpoints(tmp, names=("shn", "dae", "smplr"), num_stacks=5, num_features=256, seed=0,
-                               smpl_dir=None):
+def save_untrained_checkpoints(tmp: PathLike, names: Sequence[str] = ("shn", "dae", "smplr"), num_stacks: int = 5,
+                               num_features: int = 256, seed: int = 0, smpl_dir: Optional[PathLike] = None) -> None:
     """Freshly initialised SHN, DAE and SMPLR checkpoints ``TMP/checkpoints/{names}``, as
     the training runner lays them out: for trying the command (the tests, the bench)
     before any training. Their bodies are valid SMPL bodies but not the person's."""
@@ -449,8 +458,9 @@ def save_untrained_checkpoints(tmp, names=("shn", "dae", "smplr"), num_stacks=5,
         CheckpointStore(tmp, name).save("best", objects, {"kind": kind, "config": config, "untrained": True})
 
 
-def predict(predictor, inputs, out=DEFAULT_OUT, bbox=None, mask=None, focal_px=None, overwrite=False,
-            progress=True):
+def predict(predictor: Predictor, inputs: Iterable[PathLike], out: PathLike = DEFAULT_OUT,
+            bbox: Optional[Sequence[float]] = None, mask: Optional[PathLike] = None, focal_px: Optional[float] = None,
+            overwrite: bool = False, progress: bool = True) -> dict:
     """Predict a body for every image of ``inputs``; write the results in ``out``.
 
     Returns a dict: written (list of output names), failed (list of (path,
@@ -516,7 +526,7 @@ def predict(predictor, inputs, out=DEFAULT_OUT, bbox=None, mask=None, focal_px=N
             "seconds": {key: round(value, 3) for key, value in seconds.items()}}
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python predict.py",
         description="A body mesh from any image of a person: crop -> SHN -> DAE -> SMPLR -> SMPL. Writes, per "
@@ -548,7 +558,7 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from training.cli import report_user_error
     try:

@@ -8,7 +8,9 @@ View them with ``tensorboard --logdir tmp/logs``.
 Also draws the images logged during validation: the input crop with the
 predicted (red) and true (green) skeleton projected onto it.
 """
+import os
 import time
+from typing import Mapping, Sequence, Union
 
 import numpy as np
 
@@ -36,7 +38,7 @@ class SummaryLogger:
       log_dir: ``TMP/logs/NAME`` (created).
     """
 
-    def __init__(self, log_dir):
+    def __init__(self, log_dir: Union[str, os.PathLike]) -> None:
         from pathlib import Path
 
         from tensorboard.compat.proto import event_pb2, summary_pb2
@@ -56,16 +58,16 @@ class SummaryLogger:
         self.writer.add_event(self._event_pb2.Event(wall_time=time.time(), step=int(step),
                                                     summary=self._summary_pb2.Summary(value=[value])))
 
-    def scalar(self, tag, value, step):
+    def scalar(self, tag: str, value: float, step: int) -> None:
         """One float under ``tag`` at ``step``."""
         self._write(tag, np.float32(value), step, self._scalar_meta)
 
-    def scalars(self, values, step, prefix=""):
+    def scalars(self, values: Mapping[str, float], step: int, prefix: str = "") -> None:
         """Every ``name: value`` of a dict, as ``prefix + name``."""
         for key, value in values.items():
             self.scalar(prefix + key, value, step)
 
-    def images(self, tag, images, step):
+    def images(self, tag: str, images: np.ndarray, step: int) -> None:
         """uint8 images (N, H, W, 3) as one PNG sequence under ``tag``."""
         import cv2
 
@@ -77,10 +79,10 @@ class SummaryLogger:
         blobs = np.array([str(width).encode(), str(height).encode()] + pngs, dtype=object)
         self._write(tag, blobs, step, self._image_meta)
 
-    def flush(self):
+    def flush(self) -> None:
         self.writer.flush()
 
-    def close(self):
+    def close(self) -> None:
         self.writer.close()
 
 
@@ -95,7 +97,7 @@ def _events(log_dir):
         yield from EventFileLoader(path).Load()
 
 
-def read_scalars(log_dir):
+def read_scalars(log_dir: Union[str, os.PathLike]) -> dict[str, list[tuple[int, float]]]:
     """All scalars in the event files of ``log_dir``: dict tag -> [(step, value)].
 
     Used by the tests and handy in notebooks.
@@ -110,7 +112,7 @@ def read_scalars(log_dir):
     return out
 
 
-def read_image_tags(log_dir):
+def read_image_tags(log_dir: Union[str, os.PathLike]) -> set[str]:
     """Tags of the image summaries in ``log_dir`` (set)."""
     tags = set()
     for event in _events(log_dir):
@@ -121,7 +123,7 @@ def read_image_tags(log_dir):
 
 
 # --------------------------------------------------------------------- drawing
-def to_uint8(image):
+def to_uint8(image: np.ndarray) -> np.ndarray:
     """A standardised (zero mean, unit variance) or [0, 1] image (H, W, 3) -> uint8 for display."""
     image = np.asarray(image, np.float64)
     lo, hi = np.percentile(image, 1), np.percentile(image, 99)
@@ -130,7 +132,7 @@ def to_uint8(image):
     return np.clip(255.0 * (image - lo) / (hi - lo), 0, 255).astype(np.uint8)
 
 
-def project_to_crop(points, root_camera, size=256):
+def project_to_crop(points: np.ndarray, root_camera: np.ndarray, size: int = 256) -> np.ndarray:
     """Crop pixel coordinates (N, 2) of root-relative points (N, 3) in metres.
 
     Points are in the targets' world axes (SPEC "Data": z up, after zRot) and
@@ -148,7 +150,8 @@ def project_to_crop(points, root_camera, size=256):
     return apply_affine(affine, image_px)
 
 
-def draw_skeleton(image, points, root_camera, parents, colour, radius=2, thickness=1):
+def draw_skeleton(image: np.ndarray, points: np.ndarray, root_camera: np.ndarray, parents: Sequence[int],
+                  colour: tuple[int, int, int], radius: int = 2, thickness: int = 1) -> np.ndarray:
     """Draw root-relative points (41, 3) and their bones (tree ``parents``, 42
     nodes with the root) on a uint8 crop (H, W, 3), in place."""
     import cv2
@@ -170,7 +173,8 @@ def draw_skeleton(image, points, root_camera, parents, colour, radius=2, thickne
     return image
 
 
-def skeleton_overlays(images, pred_points, true_points, root_camera, parents, max_images=4):
+def skeleton_overlays(images: np.ndarray, pred_points: np.ndarray, true_points: np.ndarray,
+                      root_camera: np.ndarray, parents: Sequence[int], max_images: int = 4) -> np.ndarray:
     """uint8 (N, H, W, 3): crops (B, H, W, 3) with the true (green) and
     predicted (red) skeletons; points (B, 41, 3), root_camera (B, 3)."""
     out = []
