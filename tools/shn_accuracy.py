@@ -97,7 +97,8 @@ def main(argv=None):
     print(f"{'joint group':14s} " + " ".join(f"{group:>9s}" for group in groups["SHN"]))
     for label, values in groups.items():
         print(f"{label:14s} " + " ".join(f"{value:9.1f}" for value in values.values()))
-    print(f"{'per axis (mm)':14s} {'image x':>9s} {'image y':>9s} {'depth':>9s}   (mean |error| along the camera's axes)")
+    print(f"{'per axis (mm)':14s} {'image x':>9s} {'image y':>9s} {'depth':>9s}"
+          "   (mean |error| along the camera's axes)")
     for label, values in (("SHN", axis_errors), ("mean pose", base_axis_errors)):
         print(f"{label:14s} " + " ".join(f"{value:9.1f}" for value in np.concatenate(values).mean(axis=0)))
 
