@@ -561,6 +561,10 @@ def test_corrupt_checkpoints_are_one_line_in_resume_finetune_and_test_py(tmp_pat
     text, words = _corrupt_states("dae")[1]
     undo = spoil(slot / "best" / "state.json", text)
     one_line(finetune, slot / "best" / "state.json", words)
+    # --overwrite of an existing run from a corrupt checkpoint: refused before the old run is touched.
+    before = _digest(slot)
+    one_line(common + ["--name", "d", "--epochs", "1", "--overwrite", "--finetune", "d"], slot / "best" / "state.json")
+    assert _digest(slot) == before
     undo()
     assert available_checkpoints(tmp) == ["d"]
 
