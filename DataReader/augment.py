@@ -14,6 +14,8 @@ Horizontal flipping is separate and off by default (the original did not use it)
 
 Also here: the SMPLR input noise (`NOISE_SIGMA`, `add_point_noise`).
 """
+from typing import Optional
+
 import cv2
 import numpy as np
 
@@ -246,7 +248,8 @@ class FrameAugmenter:
         return image
 
 
-def standardize_image_np(image, rng=None, noise_prob=IMAGE_NOISE_PROB, noise_std=IMAGE_NOISE_STD):
+def standardize_image_np(image: np.ndarray, rng: Optional[np.random.Generator] = None,
+                         noise_prob: float = IMAGE_NOISE_PROB, noise_std: float = IMAGE_NOISE_STD) -> np.ndarray:
     """NumPy twin of the TF pipeline's `standardize_image` (no TensorFlow needed).
 
     image (H, W, 3) float -> float32 with zero mean and unit variance, as

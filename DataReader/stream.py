@@ -477,7 +477,7 @@ class SyntheticStream:
             return self._batch_in_thread()
         return self._batch_from_workers()
 
-    def stats(self):
+    def stats(self) -> dict:
         """Frames served and made: batches, frames, fresh (new frames),
         fresh_fraction (fresh / frames), wait_s (consumer time spent waiting
         for workers), handout_s (consumer time handing batches out: making
@@ -496,7 +496,7 @@ class SyntheticStream:
                                   for key in _TIMING_KEYS}
         return served
 
-    def close(self):
+    def close(self) -> None:
         """Stops the workers and frees the shared memory (idempotent)."""
         if self._closed:
             return

@@ -83,12 +83,13 @@ official SMPL when `smpl.find_models` finds it, else the project's open body.
 """
 import argparse
 import io
+import os
 import logging
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import cv2
 import numpy as np
@@ -905,8 +906,10 @@ def _check_output(out_dir, num_sequences, overwrite):
                               "pass --overwrite to replace them")
 
 
-def synthesize(out_dir, num_sequences, num_frames, seed=0, smpl_dir=None, poses_file=None,
-               models=None, overwrite=False, progress=True, garments="tight", cameras="cloth3d"):
+def synthesize(out_dir: Union[str, os.PathLike], num_sequences: int, num_frames: int, seed: int = 0,
+               smpl_dir: Optional[Union[str, os.PathLike]] = None, poses_file: Optional[Union[str, os.PathLike]] = None,
+               models: Optional[tuple] = None, overwrite: bool = False, progress: bool = True, garments: str = "tight",
+               cameras: str = "cloth3d") -> dict[str, list[str]]:
     """Writes `num_sequences` synthetic sequences of `num_frames` frames under `out_dir`.
 
     out_dir: frames root to write (created); seed: int, the only source of
@@ -954,7 +957,7 @@ def synthesize(out_dir, num_sequences, num_frames, seed=0, smpl_dir=None, poses_
     return lists
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m DataReader.synthesize",
         description="Write synthetic CLOTH3D++-format sequences (frames, info.mat, info_body.mat, "
