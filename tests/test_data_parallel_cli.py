@@ -15,7 +15,7 @@ Adam the elements whose gradient is (close to) zero take steps of about
 lr * sign(float32 noise), which differ between any two summation orders;
 here they are only bounded (at most 2 lr per step apart). Dropout is on for
 JAX (masks drawn for the global batch, identical) and off for TensorFlow
-(each replica draws its own masks).
+(each replica draws a mask for its slice, all from the same seed state).
 
 Also: the one-line errors of a bad list, an uneven batch split and missing GPUs.
 """

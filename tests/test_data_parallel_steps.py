@@ -24,8 +24,9 @@ real stages' Adam runs are compared through the command line in
 
 Dropout: on JAX the jitted program draws the masks for the global batch
 whatever the sharding, so it stays on (DAE 0.2, SHN 0.1) and must match; on
-TensorFlow every replica draws its own masks for its slice (not the same
-numbers as one draw for the whole batch), so it is off there.
+TensorFlow every replica draws a mask for its slice, from the same mirrored
+seed state (not the numbers of one draw for the whole batch), so it is off
+there.
 """
 import json
 

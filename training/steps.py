@@ -323,6 +323,8 @@ class TensorFlowMirroredSteps(TensorFlowSteps):
     replicas' means (= global-batch means, the slices being equal). Batch-norm
     layers are switched to ``synchronized`` statistics (over the global batch,
     as on one device; Keras' default under ``tf.distribute`` is per replica).
+    Dropout: every replica draws its slice's mask from the same (mirrored)
+    seed state, so the replicas' masks repeat each other.
     """
 
     def __init__(self, models, optimizer, train_forward, eval_forward=None, loss_scale=False, parallel=None):
