@@ -605,3 +605,62 @@ def test_train_all_resume_with_a_corrupt_checkpoint_is_one_line(tmp_path, cloth3
                                "--resume", "--quick"])
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1 and str(slot / "state.json") in err and words in err, err
+
+
+class _StandInPredictor:
+    """What predict() needs of a Predictor, answering a fixed small body (no network to build)."""
+    batch_size = 2
+    checkpoints = {"shn": "a", "dae": "b", "smplr": "c"}
+
+    def __init__(self):
+        from smpl import kinematics
+
+        self.parents = kinematics.PARENTS
+        self.faces = np.array([[0, 1, 2]])
+
+    def __call__(self, images):
+        n = len(images)
+        points = np.zeros((n, 41, 3), np.float32)
+        return {"shn_points": points, "dae_points": points, "points": points,
+                "joints": np.zeros((n, 24, 3), np.float32), "shape": np.zeros((n, 11), np.float32),
+                "rotations": np.tile(np.eye(3, dtype=np.float32), (n, 24, 1, 1)),
+                "vertices": np.array([[[0.0, 0.0, 0.0], [0.0, 0.3, 0.0], [0.0, 0.0, 0.3]]] * n, np.float32)}
+
+
+def test_predict_output_folder_and_full_disk_are_one_line(tmp_path, cloth3d_root, capsys, monkeypatch):
+    import training.predict as P
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before the output folder was checked")
+
+    (tmp_path / "file").write_text("in the way")
+    with monkeypatch.context() as patch:
+        patch.setattr(P, "Predictor", no_work)
+        capsys.readouterr()
+        assert P.main(["-1", str(cloth3d_root / "00449"), "--out", str(tmp_path / "file" / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: cannot write to the output folder {tmp_path / 'file' / 'out'}: "
+                   f"{tmp_path / 'file'} is a file, not a folder\n"), err
+
+    # The disk fills while the second image's mesh is written: one line; the first image's files are complete.
+    frames = sorted((cloth3d_root / "00449").glob("*.png"))[:2]
+    real_write_obj, calls = P.write_obj, []
+
+    def second_obj_fills_the_disk(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            Path(path).write_text("v 0")
+            _disk_full()
+        real_write_obj(path, *args, **kwargs)
+
+    monkeypatch.setattr(P, "write_obj", second_obj_fills_the_disk)
+    out = tmp_path / "out"
+    with pytest.raises(Exception) as error:
+        P.predict(_StandInPredictor(), frames, out, progress=False)
+    from training.cli import user_error_message
+    message = user_error_message(error.value)
+    assert message == (f"cannot write the results of {frames[1]} in {out}: No space left on device "
+                       "(1 image written before)"), message
+    first = frames[0].stem
+    assert {f"{first}{s}" for s in P.OUTPUT_SUFFIXES} <= set(os.listdir(out))
+    json.loads((out / f"{first}.json").read_text())

@@ -395,7 +395,8 @@ def write_results(out_dir, name, image_path, arrays, crop, rgba, parents, checkp
     with open(out_dir / f"{name}.json", "w") as f:
         json.dump(document, f, indent=1)
     picture = overlay_picture(rgba, crop, arrays, parents)
-    cv2.imwrite(str(out_dir / f"{name}_overlay.png"), picture[..., ::-1])
+    if not cv2.imwrite(str(out_dir / f"{name}_overlay.png"), picture[..., ::-1]):  # False, nothing raised
+        raise OSError(f"OpenCV could not write {out_dir / f'{name}_overlay.png'}")
 
 
 # ------------------------------------------------------------------ run
@@ -470,8 +471,9 @@ def predict(predictor: Predictor, inputs: Iterable[PathLike], out: PathLike = DE
     """
     from tqdm import tqdm
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    from training.checkpoints import check_writable
+
+    out = check_writable(Path(out), "output folder")
     paths, failed = list_images(inputs)
 
     def fail(path, message):
@@ -513,7 +515,13 @@ def predict(predictor: Predictor, inputs: Iterable[PathLike], out: PathLike = DE
         tick = time.perf_counter()
         for k, (path, name, rgba, crop, _) in enumerate(batch):
             arrays = result_arrays(outputs, k, crop, predictor.faces)
-            write_results(out, name, path, arrays, crop, rgba, predictor.parents, predictor.checkpoints)
+            try:
+                write_results(out, name, path, arrays, crop, rgba, predictor.parents, predictor.checkpoints)
+            except OSError as error:  # a full disk: stop with one line; the images written before are complete
+                bar.close()
+                reason = error.strerror or " ".join(str(error).split())
+                raise TrainingError(f"cannot write the results of {path} in {out}: {reason} ({len(written)} "
+                                    f"image{'' if len(written) == 1 else 's'} written before)") from None
             written.append(name)
             bar.update(1)
         seconds["write"] += time.perf_counter() - tick
@@ -568,6 +576,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise TrainingError(f"--focal must be a positive number of pixels, got {args.focal:g}")
         from training.device import select_device
 
+        from training.checkpoints import check_writable
+
+        check_writable(Path(args.out).expanduser(), "output folder")  # before anything loads
         device = select_device(args.gpu_id)
         shn, dae, smplr = args.checkpoints
         print(f"predicting with SHN {shn!r}, DAE {dae!r}, SMPLR {smplr!r} on {device}")
