@@ -20,8 +20,8 @@ import cv2
 import numpy as np
 
 from . import camera
-from .cloth3d import apply_affine, compose_affine
-from .occlusion import random_occlusion
+from .cloth3d import FrameTargets, apply_affine, compose_affine
+from .occlusion import OccluderBank, random_occlusion
 
 AUGMENTATION_MODES = (0, 1, 2, 3)
 
@@ -105,7 +105,7 @@ def _axis_angle_matrix(axis, angle):
     return np.eye(3) + np.sin(angle) * k + (1.0 - np.cos(angle)) * (k @ k)
 
 
-def world_rotation_for_image_rotation(root_camera, angle):
+def world_rotation_for_image_rotation(root_camera: np.ndarray, angle: float) -> np.ndarray:
     """The world-axes rotation (3, 3) matching an image rotation by `angle`
     radians about the root's pixel (clockwise on screen for angle > 0, as
     pixel y points down): a rotation of the body about the camera ray through
@@ -114,7 +114,7 @@ def world_rotation_for_image_rotation(root_camera, angle):
     return camera.R_WORLD_TO_CAMERA.T @ rotation_camera @ camera.R_WORLD_TO_CAMERA
 
 
-def rotate(targets, angle):
+def rotate(targets: FrameTargets, angle: float) -> FrameTargets:
     """Rotates a frame's crop by `angle` radians about its centre, and its
     3D points and global rotation R[0] by the same rotation in world axes.
 
@@ -133,7 +133,7 @@ def rotate(targets, angle):
                            points2d=apply_affine(about_centre, targets.points2d))
 
 
-def world_mirror_for_image_flip(root_camera):
+def world_mirror_for_image_flip(root_camera: np.ndarray) -> np.ndarray:
     """The world-axes reflection (3, 3) matching a horizontal flip of the crop
     about its centre column: a mirror in the plane through the camera centre
     holding the root's ray and the camera's vertical axis."""
@@ -143,7 +143,7 @@ def world_mirror_for_image_flip(root_camera):
     return camera.R_WORLD_TO_CAMERA.T @ mirror_camera @ camera.R_WORLD_TO_CAMERA
 
 
-def flip(targets):
+def flip(targets: FrameTargets) -> FrameTargets:
     """Flips a frame's crop left-right and mirrors its body: points are
     reflected and swap left and right; the pose becomes the mirrored body's
     pose (joint rotations swap sides and are conjugated by the body-frame
@@ -158,7 +158,8 @@ def flip(targets):
                            points2d=apply_affine(mirror_x, targets.points2d)[MIRROR_POINTS])
 
 
-def random_rotation(targets, rng, prob=ROTATION_PROB, max_angle=MAX_ROTATION_RAD):
+def random_rotation(targets: FrameTargets, rng: np.random.Generator, prob: float = ROTATION_PROB,
+                    max_angle: float = MAX_ROTATION_RAD) -> FrameTargets:
     """With probability `prob`, `rotate` by an angle uniform in (-max_angle, max_angle)."""
     if rng.random() >= prob:
         return targets
@@ -174,7 +175,7 @@ _RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, 
 _YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)
 
 
-def hue_saturation_matrix(hue_delta=0.0, saturation_factor=1.0):
+def hue_saturation_matrix(hue_delta: float = 0.0, saturation_factor: float = 1.0) -> np.ndarray:
     """(3, 3) RGB matrix turning hue by `hue_delta` turns and scaling saturation.
 
     Linear form of tf.image's HSV hue shift and saturation scaling: the chroma
@@ -188,7 +189,7 @@ def hue_saturation_matrix(hue_delta=0.0, saturation_factor=1.0):
     return _YIQ_TO_RGB @ chroma @ _RGB_TO_YIQ
 
 
-def color_jitter(image, rng):
+def color_jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Hue, brightness, saturation and contrast changes, each with probability
     `COLOUR_PROB`, at the original's ranges; one affine colour map per image.
 
@@ -221,7 +222,7 @@ class FrameAugmenter:
     `occluders` (an `occlusion.OccluderBank`) is required for modes 2 and 3.
     """
 
-    def __init__(self, mode=1, flip=False, occluders=None):
+    def __init__(self, mode: int = 1, flip: bool = False, occluders: Optional[OccluderBank] = None) -> None:
         if mode not in AUGMENTATION_MODES:
             raise ValueError(f"augmentation mode {mode!r} is not one of {AUGMENTATION_MODES} "
                              "(0 none, 1 standard, 2 synthetic occlusion, 3 both)")
@@ -233,14 +234,14 @@ class FrameAugmenter:
         self.occlusion = mode in (2, 3)
         self.image_noise = self.standard
 
-    def geometry(self, targets, rng):
+    def geometry(self, targets: FrameTargets, rng: np.random.Generator) -> FrameTargets:
         if self.flip and rng.random() < FLIP_PROB:
             targets = flip(targets)
         if self.standard:
             targets = random_rotation(targets, rng)
         return targets
 
-    def appearance(self, image, mask, rng):
+    def appearance(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if self.occlusion:
             image = random_occlusion(image, mask, self.occluders, rng)
         if self.standard:

@@ -10,6 +10,7 @@ plain folder occlude with their alpha channel where they have one, and with
 the whole image otherwise.
 """
 from pathlib import Path
+from typing import Optional, Union
 
 import cv2
 import numpy as np
@@ -83,7 +84,8 @@ class OccluderBank:
         return cls(paths, [(p, None) for p in paths], source=folder)
 
     @classmethod
-    def from_options(cls, voc_dir=None, occluder_dir=None):
+    def from_options(cls, voc_dir: Optional[Union[str, Path]] = None,
+                     occluder_dir: Optional[Union[str, Path]] = None) -> Optional["OccluderBank"]:
         """VOC and/or a folder; None when neither is given."""
         banks = [bank for bank in ((cls.from_voc(voc_dir) if voc_dir else None),
                                    (cls.from_folder(occluder_dir) if occluder_dir else None)) if bank]
@@ -92,14 +94,14 @@ class OccluderBank:
         return cls(sum((b.backgrounds for b in banks), []), sum((b.occluders for b in banks), []),
                    source=", ".join(str(b.source) for b in banks))
 
-    def background(self, rng, size):
+    def background(self, rng: np.random.Generator, size: int) -> np.ndarray:
         """A random background (size, size, 3) float32 RGB 0..255."""
         path = self.backgrounds[rng.integers(len(self.backgrounds))]
         image = _read_image(path)
         resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
         return cv2.cvtColor(resized, cv2.COLOR_BGR2RGB).astype(np.float32)
 
-    def occluder(self, rng, side):
+    def occluder(self, rng: np.random.Generator, side: int) -> tuple[np.ndarray, np.ndarray]:
         """A random occluder: RGB (side, side, 3) float32 0..255 and mask (side, side, 1) 0..1."""
         image_path, mask_path = self.occluders[rng.integers(len(self.occluders))]
         image = _read_image(image_path, cv2.IMREAD_UNCHANGED)
@@ -128,12 +130,13 @@ class OccluderBank:
         return np.all(segmentation == colour, axis=-1).astype(np.float32)
 
 
-def replace_background(image, person_mask, background):
+def replace_background(image: np.ndarray, person_mask: np.ndarray, background: np.ndarray) -> np.ndarray:
     """image * mask + background * (1 - mask); all (H, W, .) float32."""
     return image * person_mask + background * (1.0 - person_mask)
 
 
-def paste_occluder(image, occluder_rgb, occluder_mask, top_left):
+def paste_occluder(image: np.ndarray, occluder_rgb: np.ndarray, occluder_mask: np.ndarray,
+                   top_left: tuple[int, int]) -> np.ndarray:
     """Blends an occluder (h, w, 3) with its mask (h, w, 1) into image at (row, col)."""
     image = image.copy()
     row, col = top_left
@@ -144,8 +147,8 @@ def paste_occluder(image, occluder_rgb, occluder_mask, top_left):
     return image
 
 
-def random_occlusion(image, person_mask, bank, rng, background_prob=BACKGROUND_PROB,
-                     occluder_prob=OCCLUDER_PROB):
+def random_occlusion(image: np.ndarray, person_mask: np.ndarray, bank: "OccluderBank", rng: np.random.Generator,
+                     background_prob: float = BACKGROUND_PROB, occluder_prob: float = OCCLUDER_PROB) -> np.ndarray:
     """Background replacement and one pasted occluder, each at its probability.
 
     image (S, S, 3) float32 RGB 0..255; person_mask (S, S, 1) 0..1. The
