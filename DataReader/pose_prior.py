@@ -75,7 +75,7 @@ KEY_SPACING_FRAMES = (15, 40)
 BODY_TO_WORLD = Rotation.from_rotvec([np.pi / 2, 0.0, 0.0])  # SMPL y-up -> world z-up
 
 
-def sample_key_pose(rng):
+def sample_key_pose(rng: np.random.Generator) -> np.ndarray:
     """One random body pose (24, 3) axis-angle within `JOINT_LIMITS`; joint 0 is zero.
 
     rng: numpy Generator. Each component is `RELAXED_POSE` plus a normal draw
@@ -107,7 +107,7 @@ def _smooth_curve(keys, values, num_frames):
     return PchipInterpolator(keys, values, axis=0)(frames)
 
 
-def global_rotation(heading, lean_x, lean_z):
+def global_rotation(heading: np.ndarray, lean_x: np.ndarray, lean_z: np.ndarray) -> np.ndarray:
     """Global (joint 0) rotations as axis-angle (T, 3).
 
     heading: (T,) rotation about world z, radians; lean_x, lean_z: (T,) lean
@@ -120,7 +120,7 @@ def global_rotation(heading, lean_x, lean_z):
     return (yaw * BODY_TO_WORLD * lean).as_rotvec()
 
 
-def sample_pose_sequence(rng, num_frames):
+def sample_pose_sequence(rng: np.random.Generator, num_frames: int) -> np.ndarray:
     """A smooth sequence of plausible poses, (T, 72) float64 axis-angle in SMPL order.
 
     rng: numpy Generator (the only source of randomness). Joint 0 holds the
