@@ -541,13 +541,12 @@ def test_corrupt_checkpoints_are_one_line_in_resume_finetune_and_test_py(tmp_pat
         path.write_bytes(original[:len(original) // 2] if text is None else text.encode())
         return lambda: path.write_bytes(original)
 
-    # --resume from a truncated weights or optimizer file, or a state.json of the wrong shape
-    # (the wrong shapes each reader could trip on are in tests/test_checkpoints.py).
+    # --resume from a truncated weights file, or a state.json of the wrong shape (a truncated
+    # optimizer file and the wrong shapes each reader could trip on are in tests/test_checkpoints.py).
     resume = common + ["--name", "d", "--epochs", "2", "--resume"]
-    for name in ("dae.weights.h5", "optimizer.weights.h5"):
-        undo = spoil(slot / "latest" / name)
-        one_line(resume, slot / "latest" / name)
-        undo()
+    undo = spoil(slot / "latest" / "dae.weights.h5")
+    one_line(resume, slot / "latest" / "dae.weights.h5")
+    undo()
     for text, words in _corrupt_states("dae"):
         undo = spoil(slot / "latest" / "state.json", text)
         one_line(resume, slot / "latest" / "state.json", words)
@@ -558,26 +557,27 @@ def test_corrupt_checkpoints_are_one_line_in_resume_finetune_and_test_py(tmp_pat
     undo = spoil(slot / "best" / "dae.weights.h5")
     one_line(finetune, slot / "best" / "dae.weights.h5")
     undo()
+    # ... and with --overwrite of an existing run: refused before the old run is touched.
     text, words = _corrupt_states("dae")[1]
     undo = spoil(slot / "best" / "state.json", text)
-    one_line(finetune, slot / "best" / "state.json", words)
-    # --overwrite of an existing run from a corrupt checkpoint: refused before the old run is touched.
     before = _digest(slot)
-    one_line(common + ["--name", "d", "--epochs", "1", "--overwrite", "--finetune", "d"], slot / "best" / "state.json")
+    one_line(common + ["--name", "d", "--epochs", "1", "--overwrite", "--finetune", "d"], slot / "best" / "state.json",
+             words)
     assert _digest(slot) == before
     undo()
     assert available_checkpoints(tmp) == ["d"]
 
-    # test.py: a truncated file or a wrong state.json in each of the three checkpoints.
+    # test.py: a truncated file in the first and the last checkpoint it loads, a state.json of the
+    # wrong shape, and one whose SHN settings test.py reads (the shapes every reader could trip on are
+    # in tests/test_checkpoints.py).
     _tiny_checkpoints(tmp)
     args = ["-1", "shn", "dae", "smplr", "--tmp", str(tmp), "--data", str(cloth3d_root), "--batch-size", "2",
             "--max-batches", "1", "--overlays", "0"]
     best = {name: tmp / "checkpoints" / name / "best" for name in ("shn", "dae", "smplr")}
     for path, text in ((best["shn"] / "shn.weights.h5", None),
-                       (best["shn"] / "state.json", _corrupt_states("shn")[1][0]),
+                       (best["dae"] / "state.json", _corrupt_states("dae")[1][0]),
                        (best["shn"] / "state.json", json.dumps({"kind": "shn", "objects": ["shn"],
                                                                 "config": {"num_stacks": "x"}})),
-                       (best["dae"] / "state.json", _corrupt_states("dae")[0][0]),
                        (best["smplr"] / "pose_net.weights.h5", None)):
         undo = spoil(path, text)
         capsys.readouterr()
