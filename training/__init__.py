@@ -5,6 +5,8 @@ time, so that :mod:`training.device` can choose the visible GPU before
 TensorFlow starts:
 
 - ``device``       GPU_ID -> CUDA_VISIBLE_DEVICES, memory growth, mixed precision
+- ``distribute``   data-parallel training over a GPU_ID list (``0,1,2,3``)
+- ``steps``        compiled train / evaluate steps, one implementation per backend
 - ``config``       stage settings with the SPEC defaults, ``--quick`` scaling
 - ``schedules``    per-epoch learning rate and steps per epoch
 - ``checkpoints``  ``tmp/checkpoints/NAME/{best,latest}`` with atomic writes
