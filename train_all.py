@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import List, Optional, Sequence
 
 from training import STAGE_KINDS
 from training.cli import report_user_error
@@ -27,7 +28,7 @@ TITLES = {"shn": "TRAIN SHN", "dae": "TRAIN DAE", "shape": "TRAIN SHAPE", "pose"
           "shapepose": "FINETUNE SHAPE AND POSE TOGETHER"}
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python train_all.py",
         description="Train SHN, DAE, shape, pose and the shape+pose fine-tune in order with the "
@@ -66,7 +67,7 @@ def build_parser():
     return parser
 
 
-def stage_command(kind, args, resume=False):
+def stage_command(kind: str, args: argparse.Namespace, resume: bool = False) -> List[str]:
     """The ``python -m training`` command line (list) of one stage."""
     command = [sys.executable, "-m", "training", kind, str(args.gpu_id), "--data", str(args.data),
                "--tmp", str(args.tmp), "--seed", str(args.seed), "--name", DEFAULT_NAMES[kind]]
@@ -104,7 +105,7 @@ def _finished(kind, args):
     return state.get("epochs_done", 0) >= epochs
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     args.data = Path(args.data).expanduser().resolve()
     args.tmp = Path(args.tmp).expanduser().resolve()

@@ -9,7 +9,9 @@ import sys
 import time
 
 from training import STAGE_KINDS, TrainingError
-from training.config import CONCERN_TITLES, command_line_options, resolve_paths, stage_config
+from typing import Any, Callable, Optional, Sequence, Tuple
+
+from training.config import CONCERN_TITLES, StageConfig, command_line_options, resolve_paths, stage_config
 
 DESCRIPTION = """\
 Train one SMPLR stage with the original's settings (SPEC):
@@ -34,7 +36,7 @@ examples:
   python -m training pose 0 --resume            # continue an interrupted run"""
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m training``: the stage, GPU_ID, and one option per setting
     that ``training.config`` marks as a command-line option, grouped by concern."""
     parser = argparse.ArgumentParser(prog="python -m training", description=DESCRIPTION, epilog=EXAMPLES,
@@ -52,13 +54,13 @@ def build_parser():
     return parser
 
 
-def config_from_args(args):
+def config_from_args(args: argparse.Namespace) -> StageConfig:
     """A resolved StageConfig from parsed arguments (options not given are None: the stage's defaults)."""
     settings = {key: getattr(args, key) for _, key, _, _, _ in command_line_options()}
     return resolve_paths(stage_config(args.kind, **settings))
 
 
-def user_errors():
+def user_errors() -> Tuple[type, ...]:
     """Exception types whose message is shown as one line (no traceback)."""
     from DataReader import CLOTH3DError
 
@@ -69,7 +71,7 @@ def user_errors():
 _WRAPPED_DATA_ERROR = re.compile(r"(?:CLOTH3DError|EmptyMaskError|FileNotFoundError): ([^\n]+)")
 
 
-def user_error_message(error):
+def user_error_message(error: BaseException) -> Optional[str]:
     """The one-line message of a user-facing error, or None for anything else (a bug).
 
     A bad frame found while tf.data reads it (e.g. a PNG that is corrupt past
@@ -85,7 +87,7 @@ def user_error_message(error):
     return None
 
 
-def report_user_error(error):
+def report_user_error(error: BaseException) -> int:
     """Print a user-facing error as one ``error: ...`` line and return exit status 2;
     re-raise anything else (a bug keeps its traceback)."""
     message = user_error_message(error)
@@ -95,7 +97,8 @@ def report_user_error(error):
     return 2
 
 
-def run_reporting_user_errors(main, argv=None):
+def run_reporting_user_errors(main: Callable[[Optional[Sequence[str]]], Any],
+                              argv: Optional[Sequence[str]] = None) -> int:
     """Run a command's ``main(argv)``: user errors (a missing checkpoint, a bad data list)
     print one ``error:`` line and give exit status 2; bugs keep their traceback."""
     try:
@@ -105,7 +108,7 @@ def run_reporting_user_errors(main, argv=None):
     return 0
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     started = time.time()
     try:

@@ -24,7 +24,7 @@ as before the split; :data:`SETTING_OWNERS` maps each to its concern.
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from training import STAGE_KINDS, TrainingError
 from training.schedules import LR_WIDTH, SHN_LR_CENTRE, SMPLR_LR_CENTRE, learning_rate
@@ -102,7 +102,8 @@ SHN_ONLY_SETTINGS = ("heatmap_peak", "coord_loss_weight", "grid_axes", "stream",
                      "bn_recalibrate")
 
 
-def setting(default=dataclasses.MISSING, flag=None, help=None, key=None, **argparse_options):
+def setting(default: Any = dataclasses.MISSING, flag: Optional[str] = None, help: Optional[str] = None,
+            key: Optional[str] = None, **argparse_options: Any) -> Any:
     """A dataclass field of a concern; with ``flag``, also a command-line option.
 
     ``help`` may name ``{default}`` (the field's default). ``argparse_options``
@@ -161,16 +162,16 @@ class DataConfig:
                                           "--stream (default: CPU cores - 1)")
 
     @property
-    def train_path(self):
+    def train_path(self) -> Path:
         """The training list's path."""
         return Path(self.root) / self.train_list
 
     @property
-    def val_path(self):
+    def val_path(self) -> Path:
         """The validation list's path."""
         return Path(self.root) / self.val_list
 
-    def validate(self, kind):
+    def validate(self, kind: str) -> None:
         """Raise TrainingError (one line, naming the option) for impossible data settings of ``kind``."""
         if self.stream_pool < 0:
             raise TrainingError(f"--stream-pool must be >= 0, got {self.stream_pool}")
@@ -234,7 +235,7 @@ class ModelConfig:
         help="SHN on GPU: float16 compute with loss scaling (TensorFlow) or bfloat16 (JAX); heatmap read-out "
              "and loss stay float32")
 
-    def validate(self, kind):
+    def validate(self, kind: str) -> None:
         """Raise TrainingError (one line, naming the option) for impossible model settings of ``kind``."""
         if self.recipe not in RECIPES:
             raise TrainingError(f"--recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
@@ -281,11 +282,11 @@ class ScheduleConfig:
     val_steps: Optional[int] = setting(None, "--val-steps", metavar="N", type=int,
                                        help="at most this many validation batches (default: the whole list)")
 
-    def learning_rate(self, epoch):
+    def learning_rate(self, epoch: int) -> float:
         """Learning rate (float, per step) of 0-based ``epoch`` (``training.schedules.learning_rate``)."""
         return learning_rate(epoch, self.lr0, self.lr_centre, self.lr_width)
 
-    def validate(self, kind):
+    def validate(self, kind: str) -> None:
         """Raise TrainingError (one line, naming the option) for an impossible schedule."""
         _positive("epochs", self.epochs)
         _positive("batch_size", self.batch_size)
@@ -340,7 +341,7 @@ class RunConfig:
     def __post_init__(self):
         self.finetune = tuple(self.finetune)
 
-    def validate(self, kind):
+    def validate(self, kind: str) -> None:
         """Raise TrainingError (one line, naming the option) for impossible run settings of ``kind``."""
         if self.log_every < 1:
             raise TrainingError(f"--log-every must be >= 1, got {self.log_every}")
@@ -361,7 +362,7 @@ CONCERNS = {"data": DataConfig, "model": ModelConfig, "schedule": ScheduleConfig
 CONCERN_TITLES = {"data": "data", "model": "model and device", "schedule": "schedule", "run": "run"}
 
 
-def setting_key(concern_field):
+def setting_key(concern_field: dataclasses.Field) -> str:
     """The flat setting name of a concern's dataclass field (``root`` -> ``data``)."""
     return concern_field.metadata.get("key") or concern_field.name
 
@@ -381,7 +382,7 @@ class StageConfig:
     run: RunConfig
 
     @classmethod
-    def from_settings(cls, kind, settings):
+    def from_settings(cls, kind: str, settings: Dict[str, Any]) -> "StageConfig":
         """A StageConfig from flat settings ({name: value}, the names of :data:`SETTING_OWNERS`)."""
         unknown = sorted(set(settings) - set(SETTING_OWNERS))
         if unknown:
@@ -392,7 +393,7 @@ class StageConfig:
             by_concern[concern][name] = value
         return cls(kind=kind, **{concern: CONCERNS[concern](**values) for concern, values in by_concern.items()})
 
-    def validate(self):
+    def validate(self) -> None:
         """Raise TrainingError (one line, naming the value) for impossible settings."""
         for concern in CONCERNS:
             getattr(self, concern).validate(self.kind)
@@ -407,21 +408,21 @@ class StageConfig:
         return getattr(object.__getattribute__(self, concern), field_name)
 
     @property
-    def checkpoint_dir(self):
+    def checkpoint_dir(self) -> Path:
         return Path(self.run.tmp) / "checkpoints" / self.run.name
 
     @property
-    def log_dir(self):
+    def log_dir(self) -> Path:
         return Path(self.run.tmp) / "logs" / self.run.name
 
-    def settings(self):
+    def settings(self) -> Dict[str, Any]:
         """Flat {setting name: value} of every concern, with ``kind``."""
         out = {"kind": self.kind}
         for key, (concern, name) in SETTING_OWNERS.items():
             out[key] = getattr(getattr(self, concern), name)
         return out
 
-    def to_json(self):
+    def to_json(self) -> Dict[str, Any]:
         """JSON-friendly flat dict (paths as strings), as ``state.json`` stores it under ``config``."""
         return {key: str(value) if isinstance(value, Path) else (list(value) if isinstance(value, tuple) else value)
                 for key, value in self.settings().items()}
@@ -439,7 +440,7 @@ def _spec_defaults(kind):
     return common
 
 
-def stage_config(kind, quick=False, **overrides):
+def stage_config(kind: str, quick: Optional[bool] = False, **overrides: Any) -> StageConfig:
     """A validated :class:`StageConfig` for ``kind`` with SPEC defaults.
 
     ``overrides`` are flat setting names (:data:`SETTING_OWNERS`); the recipe's
@@ -465,7 +466,7 @@ def stage_config(kind, quick=False, **overrides):
     return config
 
 
-def command_line_options():
+def command_line_options() -> List[Tuple[str, str, str, str, Dict[str, Any]]]:
     """(concern, flat setting name, flag, help, argparse keywords) of every option, in ``--help`` order.
 
     Help texts have ``{default}`` filled in; every option's argparse default is
@@ -483,13 +484,13 @@ def command_line_options():
     return options
 
 
-def command_line_flag(key):
+def command_line_flag(key: str) -> str:
     """The ``--flag`` of a flat setting name."""
     concern, name = SETTING_OWNERS[key]
     return next(f.metadata["flag"] for f in dataclasses.fields(CONCERNS[concern]) if f.name == name)
 
 
-def resolve_paths(config):
+def resolve_paths(config: StageConfig) -> StageConfig:
     """Absolute paths and an existing data list; returns the same config."""
     data, model, run = config.data, config.model, config.run
     data.root = Path(data.root).expanduser().resolve()

@@ -23,6 +23,7 @@ import math
 import os
 import sys
 import time
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -30,6 +31,9 @@ from training import TrainingError
 from training.checkpoints import CheckpointStore
 from training.distribute import throughput_text
 from training.steps import to_host
+
+if TYPE_CHECKING:
+    from training.config import StageConfig
 
 #: Test hook (not a user option): when this environment variable holds N, the
 #: process ends abruptly (``os._exit(3)``, no clean-up) right after the
@@ -60,35 +64,35 @@ class Stage:
     steps_impl = None
     logger = None
 
-    def model_objects(self):
+    def model_objects(self) -> Dict[str, Any]:
         """dict name -> trackable of the trained model parts (what ``best`` holds)."""
         raise NotImplementedError
 
-    def finetune(self):
+    def finetune(self) -> None:
         """Load the ``--finetune`` checkpoints into the models (fresh runs only)."""
 
-    def steps(self, epoch):
+    def steps(self, epoch: int) -> int:
         """Training steps in 0-based ``epoch``."""
         raise NotImplementedError
 
-    def train_batches(self, epoch):
+    def train_batches(self, epoch: int) -> Iterator[Dict[str, Any]]:
         """An iterator with at least ``steps(epoch)`` more training batches."""
         raise NotImplementedError
 
-    def train_step(self, batch):
+    def train_step(self, batch: Dict[str, Any]) -> Dict[str, Any]:
         """One optimisation step; dict of backend scalars ('loss' among them), not yet
         read to the host (the driver reads them once per ``--log-every`` steps)."""
         raise NotImplementedError
 
-    def validate(self, epoch, step):
+    def validate(self, epoch: int, step: int) -> Dict[str, float]:
         """Validation metrics dict (floats) with 'score' (lower is better)."""
         raise NotImplementedError
 
-    def summary_fields(self):
+    def summary_fields(self) -> Tuple[str, ...]:
         """Validation metric names shown on the summary line."""
         return ("score",)
 
-    def seed_generators(self):
+    def seed_generators(self) -> List[Any]:
         """The Keras SeedGenerators of the model parts (the dropout layers' streams), in layer order."""
         import keras
 
@@ -99,7 +103,7 @@ class Stage:
                     generators.extend(layer._seed_generators)
         return generators
 
-    def random_state(self):
+    def random_state(self) -> Dict[str, Any]:
         """What the model parts' random streams need to continue (JSON-friendly): each seed
         generator's state (seed, draws so far). Read after ``steps_impl.sync()``."""
         import keras
@@ -107,7 +111,7 @@ class Stage:
         return {"seed_generators": [np.asarray(keras.ops.convert_to_numpy(generator.state)).tolist()
                                     for generator in self.seed_generators()]}
 
-    def restore_random_state(self, state):
+    def restore_random_state(self, state: Optional[Dict[str, Any]]) -> None:
         """Put back what :meth:`random_state` returned (before ``steps_impl.reload()``); a state
         saved without it (older checkpoints) leaves the streams as they are."""
         saved = (state or {}).get("seed_generators")
@@ -121,7 +125,7 @@ class Stage:
             generator.state.assign(np.asarray(value, dtype=generator.state.dtype))
 
 
-def epoch_seed(seed, epoch):
+def epoch_seed(seed: int, epoch: int) -> int:
     """The seed (int in [0, 2**31)) of 0-based ``epoch``'s own random streams, drawn from
     (``seed``, ``epoch``): a stage whose epochs draw their data from it draws the same
     batches in an epoch whether the run went through or was resumed before it."""
@@ -129,7 +133,7 @@ def epoch_seed(seed, epoch):
 
 
 @contextlib.contextmanager
-def tensorflow_left_out():
+def tensorflow_left_out() -> Iterator[None]:
     """On Keras backends other than TensorFlow, a block in which ``import tensorflow`` fails,
     so that libraries that use TensorFlow whenever it is installed take their paths without it:
     Keras' seeding, TensorBoard's event file writer (its file-system stub, kept for the process).
@@ -147,7 +151,7 @@ def tensorflow_left_out():
         del sys.modules["tensorflow"]
 
 
-def set_seeds(seed):
+def set_seeds(seed: int) -> None:
     """Python, NumPy and Keras seeds (``--seed``), and TensorFlow's on the TensorFlow backend."""
     import keras
 
@@ -160,7 +164,7 @@ def _json_float(value):
     return value if math.isfinite(value) else None
 
 
-def prepare(config):
+def prepare(config: "StageConfig") -> Optional[Dict[str, Any]]:
     """Check the run name before anything is built; returns the state to resume or None.
 
     A new name is created; an existing one needs ``--resume`` (its latest
@@ -174,7 +178,7 @@ def prepare(config):
     return state
 
 
-def run(stage, resume_state=None):
+def run(stage: Stage, resume_state: Optional[Dict[str, Any]] = None) -> Optional[Dict[str, Any]]:
     """Train ``stage`` to ``config.schedule.epochs`` epochs; returns the final state dict.
 
     ``resume_state``: what :func:`prepare` returned (None for a fresh run).

@@ -9,6 +9,7 @@ with width 12.5 and floor 1e-4; centre = 10 for the SHN (lr halves around
 epoch 125) and centre = 4 for the SMPLR stages (around epoch 50).
 """
 import math
+from typing import Optional
 
 #: Centre of the sigmoid, in units of ``epoch / width`` (SPEC).
 SHN_LR_CENTRE = 10.0
@@ -17,7 +18,7 @@ LR_WIDTH = 12.5
 LR_FLOOR = 1e-4
 
 
-def learning_rate(epoch, lr0, centre, width=LR_WIDTH, floor=LR_FLOOR):
+def learning_rate(epoch: int, lr0: float, centre: float, width: float = LR_WIDTH, floor: float = LR_FLOOR) -> float:
     """Learning rate (float) of 0-based ``epoch``.
 
     >>> round(learning_rate(0, 0.01, 10.0), 8)   # SHN, first epoch
@@ -28,7 +29,7 @@ def learning_rate(epoch, lr0, centre, width=LR_WIDTH, floor=LR_FLOOR):
     return lr0 * (1.0 - 1.0 / (1.0 + math.exp(centre - epoch / width))) + floor
 
 
-def shn_steps(epoch, num_batches, growth=500, cap=None):
+def shn_steps(epoch: int, num_batches: int, growth: int = 500, cap: Optional[int] = None) -> int:
     """SHN steps in 0-based ``epoch``: min(growth * (epoch + 1), batches in the list).
 
     ``cap`` (e.g. ``--quick``'s) bounds it further; the result is at least 1.
@@ -39,7 +40,7 @@ def shn_steps(epoch, num_batches, growth=500, cap=None):
     return max(1, int(steps))
 
 
-def smplr_steps(num_samples, batch_size, cap=400):
+def smplr_steps(num_samples: int, batch_size: int, cap: int = 400) -> int:
     """SMPLR batches per epoch: min(cap, floor(samples / batch)), at least 1.
 
     A list smaller than one batch still gives one (the input pipeline repeats

@@ -27,6 +27,7 @@ the lowest mean error over all 41 points, as the original. Diagnostics:
 on JAX both scores are also computed with batch statistics (``*_batch_stats``).
 """
 import os
+from typing import Optional
 
 import numpy as np
 import keras
@@ -37,6 +38,7 @@ from models import SHN, VoxelGrid, VoxelHeatmapLoss, soft_argmax
 from smpl import kinematics
 from training import TrainingError
 from training.checkpoints import load_named
+from training.config import StageConfig
 from training.metrics import PointErrorMeter
 from training.runner import Stage, prepare, run, set_seeds
 from training.schedules import shn_steps
@@ -44,7 +46,7 @@ from training.steps import backend, make_steps
 from training.summaries import skeleton_overlays
 
 
-def default_workers():
+def default_workers() -> int:
     """Loader processes off TensorFlow: all cores but one (at least 1)."""
     return max(1, (os.cpu_count() or 2) - 1)
 
@@ -120,7 +122,7 @@ class SHNStage(Stage):
     def _num_frames(data):
         return len(data.loader) if hasattr(data, "loader") else len(data)
 
-    def close(self):
+    def close(self) -> None:
         for data in (self.train_data, self.val_data, self.check_data, self.stream):
             if data is not None and hasattr(data, "close"):
                 data.close()
@@ -246,7 +248,7 @@ class SHNStage(Stage):
                 "train_frames_error_all_mm", "train_frames_error_all_mm_batch_stats")
 
 
-def train(config):
+def train(config: StageConfig) -> Optional[dict]:
     """Train the SHN stage described by ``config`` (a resolved StageConfig)."""
     resume_state = prepare(config)  # name checks first: nothing is built for a refused run
     stage = SHNStage(config)

@@ -29,6 +29,7 @@ the prediction, with the ground-truth pose for ``shape`` and the ground-truth
 shape for ``pose`` (as the original); mean per-joint rotation error in degrees.
 """
 from pathlib import Path
+from typing import List, Optional
 
 import numpy as np
 import keras
@@ -42,6 +43,7 @@ from smpl import kinematics
 from smpl.io import OPEN_BODY_FILES
 from training import TrainingError
 from training.checkpoints import load_named
+from training.config import StageConfig
 from training.metrics import PointErrorMeter, rotation_errors_deg
 from training.runner import Stage, epoch_seed, prepare, run, set_seeds
 from training.schedules import smplr_steps
@@ -52,7 +54,7 @@ from training.synthetic_bodies import synthetic_arrays
 NUM_POINTS = kinematics.NUM_POINTS
 
 
-def load_body_model(smpl_dir=None):
+def load_body_model(smpl_dir: Optional[Path] = None) -> smpl.SMPL:
     """The SMPL layer of ``--smpl-dir`` (or ``smpl.find_models``' default choice)."""
     try:
         female, male = smpl.find_models(smpl_dir)
@@ -61,7 +63,7 @@ def load_body_model(smpl_dir=None):
         raise TrainingError(str(error)) from None
 
 
-def synthetic_body_source(config):
+def synthetic_body_source(config: StageConfig) -> str:
     """"model" or "skeleton": where this stage's ``--synthetic`` bodies come from.
 
     ``auto`` re-poses the training subjects' skeletons for the dae and pose
@@ -142,11 +144,11 @@ class SMPLRStage(Stage):
         self.steps_impl = make_steps(self.trained, self.optimizer, self._train_forward, self._val_forward)
 
     # ------------------------------------------------------------------ parts
-    def needs_body_model(self):
+    def needs_body_model(self) -> bool:
         """Whether the stage loads the SMPL layer (its nets or its synthetic bodies go through it)."""
         return True
 
-    def build_nets(self):
+    def build_nets(self) -> List[keras.Model]:
         """Create the stage's nets (with their variables); returns the list of trained models."""
         raise NotImplementedError
 
@@ -169,7 +171,7 @@ class SMPLRStage(Stage):
         self.steps_impl.reload()
         print(f"{self.kind}: starting from checkpoint{'s' if len(names) > 1 else ''} {', '.join(names)}")
 
-    def load_finetune(self, names):
+    def load_finetune(self, names: List[str]) -> None:
         """Load the ``--finetune`` checkpoint ``names`` (a list) into the nets."""
         if len(names) != 1:
             raise TrainingError(f"{self.kind} --finetune takes one checkpoint name, got {names}")
@@ -256,10 +258,10 @@ class DAEStage(SMPLRStage):
     finetune_kinds = ("dae",)
     summary_metrics = ("loss", "input_error_all_mm", "error_all_mm")
 
-    def needs_body_model(self):
+    def needs_body_model(self) -> bool:
         return self.body_source == "model"
 
-    def build_nets(self):
+    def build_nets(self) -> List[keras.Model]:
         self.dae = DAE(dropout_rate=self.config.model.dae_dropout)
         self.dae(np.zeros((1, 3 * NUM_POINTS), np.float32))  # creates the variables
         return [self.dae]
@@ -277,7 +279,7 @@ class DAEStage(SMPLRStage):
 class SMPLRNetsStage(SMPLRStage):
     """The stages of SMPLR's two regressors (shape net, pose net) and its SMPL layer."""
 
-    def build_nets(self):
+    def build_nets(self) -> List[keras.Model]:
         self.smplr = SMPLR(self.smpl_layer)
         self.smplr.shape_net(np.zeros((1, NUM_POINTS), np.float32))  # creates the variables
         self.smplr.pose_net(np.zeros((1, 3 * NUM_POINTS), np.float32))
@@ -346,7 +348,7 @@ class ShapePoseStage(SMPLRNetsStage):
             print("shapepose: no --finetune checkpoints, training both nets from scratch")
         super().finetune()
 
-    def load_finetune(self, names):
+    def load_finetune(self, names: List[str]) -> None:
         if len(names) != 2:
             return super().load_finetune(names)
         tmp = self.config.run.tmp
@@ -368,7 +370,7 @@ class ShapePoseStage(SMPLRNetsStage):
 STAGE_CLASSES = {stage.kind: stage for stage in (DAEStage, ShapeStage, PoseStage, ShapePoseStage)}
 
 
-def train(config):
+def train(config: StageConfig) -> Optional[dict]:
     """Train the DAE / shape / pose / shapepose stage described by ``config``."""
     resume_state = prepare(config)  # name checks first: nothing is built for a refused run
     return run(STAGE_CLASSES[config.kind](config), resume_state)
