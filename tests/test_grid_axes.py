@@ -137,7 +137,8 @@ def test_unknown_axes_are_one_clear_error():
     with pytest.raises(TrainingError, match="--grid-axes must be one of world, camera, got 'image'"):
         stage_config("shn", grid_axes="image")
     assert stage_config("shn").grid_axes == "world"
-    assert stage_config("shn", recipe="fast").grid_axes == "world"
+    assert stage_config("shn", recipe="fast").grid_axes == "camera"  # what the shipped SHN uses
+    assert stage_config("shn", recipe="fast", grid_axes="world").grid_axes == "world"  # an option wins
     assert stage_config("shn", grid_axes="camera").grid_axes == "camera"
 
 
