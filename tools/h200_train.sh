@@ -11,7 +11,8 @@
 #                                               checkpoints (split into 15 MB parts), the logs
 #                                               and the TensorBoard events into OUT
 # Settings: the variables below (SHN_EPOCHS, SHN_STEPS, ...) or the environment;
-# SMPLR_STAGES=0 trains the SHN alone.
+# SMPLR_STAGES=0 trains the SHN alone; SHN_FROM_PRETRAINED=1 starts the SHN from
+# pretrained/checkpoints/shn (--finetune), e.g. to continue the shipped run.
 set -uo pipefail
 mode=${1:?start or watch}
 OUT=${2:?output folder}
@@ -31,11 +32,17 @@ if [ "$mode" = start ]; then
   [ -f "$RUN/frames/val.txt" ] || python3 -m DataReader.synthesize --out "$RUN/frames" --sequences 8 --frames 25 \
       --seed 0 --quiet || exit 1
   width=$(python3 -c "print(12.5 * $SHN_EPOCHS / 200)")
+  finetune=""
+  if [ "${SHN_FROM_PRETRAINED:-0}" = 1 ]; then
+    mkdir -p "$RUN/tmp/checkpoints/shn_pretrained"
+    cp -r pretrained/checkpoints/shn/best "$RUN/tmp/checkpoints/shn_pretrained/" || exit 1
+    finetune="--finetune shn_pretrained"
+  fi
   # The SHN: fast recipe, endless synthetic stream, bfloat16; 75% of the GPU's memory.
   XLA_PYTHON_CLIENT_MEM_FRACTION=0.75 setsid nohup python3 -m training shn 0 --recipe fast --stream \
       --mixed-precision --data "$RUN/frames" --tmp "$RUN/tmp" --epochs "$SHN_EPOCHS" --steps "$SHN_STEPS" \
       --lr-width "$width" --train-check-batches 4 --bn-recalibrate 5 --workers "$SHN_WORKERS" \
-      --log-every 100 ${SHN_EXTRA:-} > "$RUN/shn.log" 2>&1 < /dev/null &
+      --log-every 100 $finetune ${SHN_EXTRA:-} > "$RUN/shn.log" 2>&1 < /dev/null &
   # The SMPLR stages on the demo's training points + bodies drawn from the body model.
   [ "${SMPLR_STAGES:-1}" = 1 ] && XLA_PYTHON_CLIENT_MEM_FRACTION=0.15 setsid nohup bash -c "
     set -e
