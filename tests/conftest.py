@@ -58,3 +58,13 @@ def have_jax():
 
 
 requires_jax = pytest.mark.skipif(not have_jax(), reason="JAX is not installed (pip install -r requirements-jax.txt)")
+
+
+#: Tests that take minutes, run first so that with `make test`'s two workers
+#: (pytest-xdist) the longest one does not start last on one worker while the
+#: other idles. They run in subprocesses, so the order does not change them.
+LONG_TESTS = ("test_quick_chain_then_test_py_on_generated_data",)
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.name not in LONG_TESTS)  # stable: the rest keep their order
