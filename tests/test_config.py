@@ -20,7 +20,7 @@ from training.schedules import learning_rate
 REPO = Path(__file__).resolve().parents[1]
 
 #: Every option of ``python -m training`` before the split (the flags must all survive).
-FLAGS = ("--data", "--train-list", "--val-list", "--augmentation", "--voc", "--synthetic", "--synthetic-bodies",
+FLAGS = ("--data", "--train-list", "--val-list", "--augmentation", "--flip", "--voc", "--synthetic", "--synthetic-bodies",
          "--smpl-dir", "--name", "--lr", "--lr-width", "--epochs", "--steps", "--val-steps", "--batch-size",
          "--seed", "--finetune", "--resume", "--overwrite", "--tmp", "--quick", "--mixed-precision",
          "--dae-dropout", "--verbose", "--num-stacks", "--num-features", "--recipe", "--heatmap-peak",
@@ -64,7 +64,7 @@ def test_defaults_without_options_are_the_stage_defaults(data_dir):
 
 def test_options_reach_their_concerns(data_dir, tmp_path):
     args = build_parser().parse_args([
-        "shn", "0", "--data", str(data_dir), "--val-list", "val.txt", "--seed", "7", "--stream", "--workers", "3",
+        "shn", "0", "--data", str(data_dir), "--val-list", "val.txt", "--seed", "7", "--stream", "--flip", "--workers", "3",
         "--num-stacks", "2", "--num-features", "8", "--grid-axes", "camera", "--recipe", "fast",
         "--epochs", "3", "--lr", "0.002", "--steps", "4", "--name", "mine", "--tmp", str(tmp_path / "out"),
         "--finetune", "old", "--log-every", "5", "--bn-recalibrate", "2", "--verbose"])
@@ -72,6 +72,7 @@ def test_options_reach_their_concerns(data_dir, tmp_path):
     assert isinstance(config.data, DataConfig) and isinstance(config.model, ModelConfig)
     assert isinstance(config.schedule, ScheduleConfig) and isinstance(config.run, RunConfig)
     assert (config.data.root, config.data.seed, config.data.stream, config.data.workers) == (data_dir, 7, True, 3)
+    assert config.data.flip and not stage_config("shn").data.flip
     assert (config.model.num_stacks, config.model.num_features, config.model.grid_axes) == (2, 8, "camera")
     # --recipe fast's settings, with the explicit --lr winning over the recipe's.
     assert (config.model.heatmap_peak, config.model.coord_loss_weight) == ("one", 1.0)
@@ -120,7 +121,7 @@ def test_state_json_config_stays_flat_and_shipped_checkpoints_still_read():
     ("dae", dict(recipe="fast"), "--recipe fast applies to the shn stage only"),
     ("dae", dict(mixed_precision=True), "--mixed-precision applies to the SHN stage only"),
     ("dae", dict(grid_axes="camera"), "--heatmap-peak, --coord-loss-weight, --grid-axes, --stream, "
-                                      "--train-check-batches and --bn-recalibrate apply to the shn stage only"),
+                                      "--flip, --train-check-batches and --bn-recalibrate apply to the shn stage only"),
     ("shn", dict(stream_pool=-1), "--stream-pool must be >= 0"),
     ("shn", dict(workers=-1), "--workers must be >= 0"),
     ("shn", dict(augmentation=4), r"--augmentation must be one of \[0, 1, 2, 3\] for the SHN"),

@@ -100,7 +100,7 @@ QUICK = {
 }
 
 #: Settings that only the SHN stage reads; giving one to another stage is an error.
-SHN_ONLY_SETTINGS = ("heatmap_peak", "coord_loss_weight", "grid_axes", "stream", "train_check_batches",
+SHN_ONLY_SETTINGS = ("heatmap_peak", "coord_loss_weight", "grid_axes", "stream", "flip", "train_check_batches",
                      "bn_recalibrate")
 
 
@@ -139,6 +139,9 @@ class DataConfig:
         help="SHN: " + ", ".join(f"{k} {v}" for k, v in AUGMENTATION_MODES.items())
              + " (default: 3 with --voc, else 1). SMPLR stages: 1 adds the SPEC input noise "
                "to the points (default), 0 trains on clean points")
+    flip: bool = setting(False, "--flip", action="store_true",
+                         help="SHN: random horizontal flips of the training crops (probability 0.5) with the points "
+                              "mirrored and their left and right swapped (the original did not flip)")
     voc: Optional[Path] = setting(
         None, "--voc", metavar="DIR",
         help="Pascal VOC 2012 folder (JPEGImages, SegmentationObject, person_trainval list) "

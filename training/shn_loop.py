@@ -70,7 +70,8 @@ class SHNStage(Stage):
             from DataReader.stream import SyntheticStream
 
             self.stream = SyntheticStream(config.schedule.batch_size, seed=config.data.seed, workers=self.workers,
-                                          augmentation=augmentation, smpl_dir=config.model.smpl_dir,
+                                          augmentation=augmentation, flip=config.data.flip,
+                                          smpl_dir=config.model.smpl_dir,
                                           pool_size=config.data.stream_pool)
             self.train_data = None
             self.num_train = None
@@ -112,7 +113,7 @@ class SHNStage(Stage):
         """The frames of a data list: a tf.data dataset (TensorFlow) or a NumPy batch loader (JAX)."""
         data, batch_size = self.config.data, self.config.schedule.batch_size
         common = dict(training=training, augmentation=self.augmentation if training else 0,
-                      seed=data.seed, voc_dir=data.voc if training else None)
+                      flip=data.flip and training, seed=data.seed, voc_dir=data.voc if training else None)
         if backend() == "tensorflow":
             return DataReader.shn_dataset(data.root, data.root / list_name, batch_size, **common)
         return DataReader.shn_batches(data.root, data.root / list_name, batch_size,
