@@ -19,6 +19,8 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from smpl.constants import MIRROR_JOINTS, MIRROR_POINTS  # also importable from here
+
 from . import camera
 from .cloth3d import FrameTargets, apply_affine, compose_affine
 from .occlusion import OccluderBank, random_occlusion
@@ -43,25 +45,6 @@ CONTRAST_RANGE = (0.05, 0.15)
 IMAGE_NOISE_PROB = 0.25
 IMAGE_NOISE_STD = 0.05
 
-#: Left/right mirror of the 41 points (0-based; point k is node k + 1):
-#: SMPL joints 1..23 swap left and right, landmarks swap with their partner
-#: (breasts, hips, upper legs front/back, feet, hands, biceps, triceps);
-#: spine, neck, head, belly and top of head map to themselves.
-_MIRROR_NODE_PAIRS = ((1, 2), (4, 5), (7, 8), (10, 11), (13, 14), (16, 17), (18, 19), (20, 21), (22, 23),
-                      (24, 25), (27, 28), (29, 30), (31, 32), (33, 34), (35, 40), (36, 38), (37, 39))
-
-
-def _mirror_permutation(num_nodes):
-    perm = np.arange(num_nodes)
-    for a, b in _MIRROR_NODE_PAIRS:
-        if b < num_nodes:
-            perm[a], perm[b] = b, a
-    return perm
-
-
-#: Mirror of the 24 SMPL joints, and of the 41 points.
-MIRROR_JOINTS = _mirror_permutation(24)
-MIRROR_POINTS = _mirror_permutation(42)[1:] - 1
 #: SMPL's body frame: x is the body's left-right axis, so a mirror negates x.
 _BODY_MIRROR = np.diag([-1.0, 1.0, 1.0])
 

@@ -4,6 +4,8 @@
 - `DAE` (dae.py): noisy 41 points -> cleaned points.
 - `ShapeNet`, `PoseNet`, `SMPLR` (smplr.py): bone features -> SMPL shape and pose -> body.
 - `Pipeline` (pipeline.py): the three chained for inference.
+- flip.py: `mirror_points`, `shn_points`: the SHN's points, optionally averaged
+  over the crop and its mirror image (``--flip-test``).
 - heatmaps.py: the voxel grid convention, target heatmaps, `soft_argmax`.
 - losses.py: `VoxelHeatmapLoss` and the SMPLR stages' L1 losses.
 """

@@ -2,7 +2,7 @@
 import keras
 from keras import ops
 
-from .heatmaps import soft_argmax
+from .flip import shn_points as read_shn_points
 
 
 class Pipeline(keras.Model):
@@ -14,17 +14,21 @@ class Pipeline(keras.Model):
     Outputs: 'shn_points' (B, 41, 3), 'dae_points' (B, 41, 3) (metres,
     root-relative) plus every output of `SMPLR` ('shape', 'pose', 'rotations',
     'joints', 'vertices', 'points').
+
+    `flip_test` (``--flip-test``): the SHN's points are averaged over the crop
+    and its left-right mirror image (`models.flip.shn_points`; the SHN runs
+    on 2B images); `call` then needs root_camera (B, 3), the root in the
+    camera in metres.
     """
 
-    def __init__(self, shn, dae, smplr, **kwargs):
+    def __init__(self, shn, dae, smplr, flip_test=False, **kwargs):
         super().__init__(**kwargs)
         if dae.num_points != shn.num_points:
             raise ValueError(f"Pipeline: SHN predicts {shn.num_points} points but the DAE expects {dae.num_points}")
-        self.shn, self.dae, self.smplr = shn, dae, smplr
+        self.shn, self.dae, self.smplr, self.flip_test = shn, dae, smplr, bool(flip_test)
 
-    def call(self, images, training=False):
-        logits = self.shn(images, training=training)[-1]
-        shn_points = soft_argmax(logits, num_points=self.shn.num_points, axes=self.shn.grid_axes)
+    def call(self, images, root_camera=None, training=False):
+        shn_points = read_shn_points(self.shn, images, root_camera, self.flip_test, training=training)
         flat = ops.reshape(shn_points, (-1, 3 * self.shn.num_points))
         dae_points = ops.reshape(self.dae(flat, training=training), (-1, self.shn.num_points, 3))
         return {"shn_points": shn_points, "dae_points": dae_points, **self.smplr(dae_points, training=training)}

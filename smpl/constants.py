@@ -72,3 +72,25 @@ SPEC_BONE_TEMPLATE = np.array([
     0.2141, 0.1446, 0.1451, 0.0801, 0.0913, 0.0955, 0.2530, 0.2472, 0.2382, 0.2454, 0.0813, 0.0814,
     0.1461, 0.1390, 0.1461, 0.1800, 0.1817, 0.1639, 0.1663, 0.1886, 0.1877, 0.0672, 0.0666, 0.0772,
     0.1203, 0.0927, 0.1423, 0.0912, 0.0814, 0.1187], dtype=np.float32)
+
+#: Left/right mirror of the 42 nodes as (node, partner) pairs: SMPL joints
+#: 1..23 swap left and right, landmarks swap with their partner (breasts,
+#: hips, upper legs front/back, feet, hands, biceps, triceps); spine, neck,
+#: head, belly and top of head map to themselves.
+_MIRROR_NODE_PAIRS = ((1, 2), (4, 5), (7, 8), (10, 11), (13, 14), (16, 17), (18, 19), (20, 21), (22, 23),
+                      (24, 25), (27, 28), (29, 30), (31, 32), (33, 34), (35, 40), (36, 38), (37, 39))
+
+
+def _mirror_permutation(num_nodes: int) -> np.ndarray:
+    """The mirror of nodes 0..num_nodes-1 as an index array (num_nodes,) int64."""
+    perm = np.arange(num_nodes)
+    for a, b in _MIRROR_NODE_PAIRS:
+        if b < num_nodes:
+            perm[a], perm[b] = b, a
+    return perm
+
+
+#: Mirror of the 24 SMPL joints (24,), and of the 41 points (41,; 0-based: point k is node k + 1):
+#: `points[..., MIRROR_POINTS, :]` is the left-right mirrored body's order.
+MIRROR_JOINTS = _mirror_permutation(NUM_JOINTS)
+MIRROR_POINTS = _mirror_permutation(NUM_NODES)[1:] - 1

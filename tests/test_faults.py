@@ -611,6 +611,7 @@ class _StandInPredictor:
     """What predict() needs of a Predictor, answering a fixed small body (no network to build)."""
     batch_size = 2
     checkpoints = {"shn": "a", "dae": "b", "smplr": "c"}
+    flip_test = False
 
     def __init__(self):
         from smpl import kinematics
@@ -618,7 +619,7 @@ class _StandInPredictor:
         self.parents = kinematics.PARENTS
         self.faces = np.array([[0, 1, 2]])
 
-    def __call__(self, images):
+    def __call__(self, images, root_cameras=None):
         n = len(images)
         points = np.zeros((n, 41, 3), np.float32)
         return {"shn_points": points, "dae_points": points, "points": points,

@@ -2,19 +2,22 @@
 """SHN accuracy next to the mean-pose baseline (the README's accuracy figures).
 
     python tools/shn_accuracy.py GPU_ID CHECKPOINT --data DIR [--list val.txt]
-        [--baseline-data DIR --baseline-list train.txt] [--tmp DIR] [--batch-size 8]
+        [--baseline-data DIR --baseline-list train.txt] [--tmp DIR] [--batch-size 8] [--flip-test]
 
 CHECKPOINT is a name under TMP/checkpoints, or ``pretrained``. Prints the
 all-points / joints / landmarks error in mm of the last stack's soft-argmax
 with ``training=False`` over the list, and of the baseline that predicts, for
 every frame, the mean of the 41 root-relative points over the baseline list
-(default: the same data's train.txt).
+(default: the same data's train.txt). ``--flip-test``: the SHN's points are
+averaged over each crop and its mirror image (``models.flip``, as test.py's).
 """
 import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from training.evaluate import FLIP_TEST_HELP  # noqa: E402  (after the path line; imports no backend)
 
 
 def mean_pose(data, list_name):
@@ -45,6 +48,7 @@ def main(argv=None):
     parser.add_argument("--baseline-list", default="train.txt")
     parser.add_argument("--tmp", default="tmp")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--flip-test", action="store_true", help=FLIP_TEST_HELP)
     args = parser.parse_args(argv)
 
     from training.device import select_device
@@ -54,7 +58,8 @@ def main(argv=None):
     from keras import ops
 
     import DataReader
-    from models import SHN, soft_argmax
+    from models import SHN
+    from models.flip import shn_points
     from training import TrainingError
     from training.checkpoints import CheckpointStore, load_named
     from training.evaluate import checkpoint_location
@@ -72,8 +77,8 @@ def main(argv=None):
               grid_axes=config.get("grid_axes", "world"))  # checkpoints from before --grid-axes: world
     shn(np.zeros((1, 256, 256, 3), np.float32))
     load_named(root, name, {"shn": shn}, kinds=("shn",), purpose="score")
-    steps = make_steps([shn], None, lambda batch, training: {
-        "points": soft_argmax(shn(batch["image"], training=training)[-1], axes=shn.grid_axes)})
+    steps = make_steps([shn], None, lambda batch, training: {"points": shn_points(
+        shn, batch["image"], batch["root_camera"], args.flip_test, training=training)})
     data = Path(args.data)
     baseline = mean_pose(Path(args.baseline_data or args.data), args.baseline_list)
     errors, base_errors, axis_errors, base_axis_errors = [], [], [], []
@@ -88,7 +93,8 @@ def main(argv=None):
     shn_summary = summarize_point_errors(np.concatenate(errors))
     base_summary = summarize_point_errors(np.concatenate(base_errors))
     frames = sum(len(e) for e in errors)
-    print(f"{data / args.list}: {frames} frames; SHN {args.checkpoint} (training=False) vs mean pose of "
+    flip = ", --flip-test" if args.flip_test else ""
+    print(f"{data / args.list}: {frames} frames; SHN {args.checkpoint} (training=False{flip}) vs mean pose of "
           f"{Path(args.baseline_data or args.data) / args.baseline_list}")
     print(f"{'error (mm)':14s} {'joints':>8s} {'landmarks':>10s} {'all':>8s}")
     for label, summary in (("SHN", shn_summary), ("mean pose", base_summary)):

@@ -12,6 +12,9 @@ folders of them (PNG, JPEG). Per image, in ``--out`` (default ``tmp/predictions`
 - ``NAME_overlay.png``: the crop with the projected mesh and skeleton, and
   the mesh seen from the side.
 
+``--flip-test`` averages the SHN's points over the crop and its mirror image
+(``models.flip``; the crop's root camera places the mirror), as ``test.py --flip-test``.
+
 Axes of every 3D output: the targets' world axes (SPEC "Data"): z up, the
 camera looking along world -x; a point p is at ``camera_from_world @ p +
 root_camera`` in the image's OpenCV camera (x right, y down, z forward), both
@@ -60,6 +63,7 @@ import numpy as np
 
 from training import TrainingError
 from training.config import DEFAULT_TMP
+from training.evaluate import FLIP_TEST_HELP
 
 PathLike = Union[str, os.PathLike]
 
@@ -375,8 +379,9 @@ def overlay_picture(rgba: np.ndarray, crop: "Crop", arrays: Mapping[str, np.ndar
     return np.concatenate([front, side], axis=1)
 
 
-def write_results(out_dir, name, image_path, arrays, crop, rgba, parents, checkpoints):
-    """NAME.obj, NAME.npz, NAME.json and NAME_overlay.png of one image in ``out_dir``."""
+def write_results(out_dir, name, image_path, arrays, crop, rgba, parents, checkpoints, flip_test=False):
+    """NAME.obj, NAME.npz, NAME.json and NAME_overlay.png of one image in ``out_dir``
+    (NAME.json records ``flip_test``, whether --flip-test made the SHN points)."""
     import cv2
 
     out_dir = Path(out_dir)
@@ -384,7 +389,8 @@ def write_results(out_dir, name, image_path, arrays, crop, rgba, parents, checkp
     write_obj(out_dir / f"{name}.obj", arrays["vertices"], arrays["faces"],
               f"SMPLR body of {image_path} ({gender})\nroot-centred, metres; world axes: z up, "
               "the camera looks along -x (see NAME.json)")
-    meta = {"image": str(image_path), "gender": gender, "crop": crop.as_dict(), "checkpoints": checkpoints}
+    meta = {"image": str(image_path), "gender": gender, "crop": crop.as_dict(), "checkpoints": checkpoints,
+            "flip_test": bool(flip_test)}
     np.savez_compressed(out_dir / f"{name}.npz", **arrays, image=str(image_path), gender=gender,
                         crop_source=crop.source)
     document = {**meta,
@@ -403,33 +409,43 @@ def write_results(out_dir, name, image_path, arrays, crop, rgba, parents, checkp
 class Predictor:
     """The three stages loaded once (``load_stages``), compiled for inference on the active backend.
 
-    ``__call__(images)``: standardised crops (B, 256, 256, 3) -> dict of NumPy
-    arrays (the ``Pipeline``'s outputs), batches padded to ``batch_size`` so the
-    compiled step is traced once.
+    ``__call__(images, root_cameras)``: standardised crops (B, 256, 256, 3)
+    and their ``Crop.root_camera`` (B, 3) metres -> dict of NumPy arrays (the
+    ``Pipeline``'s outputs), batches padded to ``batch_size`` so the compiled
+    step is traced once. ``flip_test``: the SHN's points are averaged over
+    each crop and its mirror image (``--flip-test``), which needs the root
+    cameras; without it they are not used.
     """
 
     def __init__(self, tmp: PathLike, shn: str, dae: str, smplr: str, smpl_dir: Optional[PathLike] = None,
-                 batch_size: int = 8) -> None:
+                 batch_size: int = 8, flip_test: bool = False) -> None:
         from smpl import kinematics
         from training.evaluate import load_stages
         from training.steps import make_steps
 
         self.checkpoints = {"shn": shn, "dae": dae, "smplr": smplr}
-        self.pipeline, smpl_layer, self.states = load_stages(tmp, shn, dae, smplr, smpl_dir)
+        self.flip_test = bool(flip_test)
+        self.pipeline, smpl_layer, self.states = load_stages(tmp, shn, dae, smplr, smpl_dir, self.flip_test)
         self.faces = np.asarray(smpl_layer.faces)
         self.parents = kinematics.PARENTS
         self.batch_size = int(batch_size)
-        self.steps = make_steps([self.pipeline], None,
-                                lambda batch, training: self.pipeline(batch["image"], training=training))
+        self.steps = make_steps([self.pipeline], None, lambda batch, training: self.pipeline(
+            batch["image"], batch.get("root_camera"), training=training))
 
-    def __call__(self, images):
+    def __call__(self, images, root_cameras=None):
         from keras import ops
 
         images = np.asarray(images, np.float32)
         count = len(images)
         padded = np.zeros((self.batch_size,) + images.shape[1:], np.float32)
         padded[:count] = images
-        outputs = self.steps.evaluate({"image": padded})
+        batch = {"image": padded}
+        if self.flip_test:
+            if root_cameras is None:
+                raise ValueError("Predictor(flip_test=True) needs the crops' root cameras (B, 3)")
+            batch["root_camera"] = np.tile(np.float32([0.0, 0.0, 1.0]), (self.batch_size, 1))  # padding: on-axis
+            batch["root_camera"][:count] = root_cameras
+        outputs = self.steps.evaluate(batch)
         return {key: np.asarray(ops.convert_to_numpy(value))[:count] for key, value in outputs.items()}
 
 
@@ -510,13 +526,14 @@ def predict(predictor: Predictor, inputs: Iterable[PathLike], out: PathLike = DE
         if not batch:
             continue
         tick = time.perf_counter()
-        outputs = predictor(np.stack([item[4] for item in batch]))
+        outputs = predictor(np.stack([item[4] for item in batch]), np.stack([item[3].root_camera for item in batch]))
         seconds["network"] += time.perf_counter() - tick
         tick = time.perf_counter()
         for k, (path, name, rgba, crop, _) in enumerate(batch):
             arrays = result_arrays(outputs, k, crop, predictor.faces)
             try:
-                write_results(out, name, path, arrays, crop, rgba, predictor.parents, predictor.checkpoints)
+                write_results(out, name, path, arrays, crop, rgba, predictor.parents, predictor.checkpoints,
+                              predictor.flip_test)
             except OSError as error:  # a full disk: stop with one line; the images written before are complete
                 bar.close()
                 reason = error.strerror or " ".join(str(error).split())
@@ -563,6 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tmp", metavar="DIR", default=str(DEFAULT_TMP),
                         help="root of checkpoints/ (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace earlier results of the same names in --out")
+    parser.add_argument("--flip-test", action="store_true", help=FLIP_TEST_HELP)
     return parser
 
 
@@ -582,7 +600,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         device = select_device(args.gpu_id)
         shn, dae, smplr = args.checkpoints
         print(f"predicting with SHN {shn!r}, DAE {dae!r}, SMPLR {smplr!r} on {device}")
-        predictor = Predictor(Path(args.tmp).expanduser().resolve(), shn, dae, smplr, args.smpl_dir, args.batch_size)
+        predictor = Predictor(Path(args.tmp).expanduser().resolve(), shn, dae, smplr, args.smpl_dir, args.batch_size,
+                              flip_test=args.flip_test)
         summary = predict(predictor, args.inputs, Path(args.out).expanduser(), bbox=args.bbox, mask=args.mask,
                           focal_px=args.focal, overwrite=args.overwrite)
     except Exception as error:  # noqa: BLE001 - user errors become one line, bugs keep their traceback
