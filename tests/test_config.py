@@ -20,7 +20,8 @@ from training.schedules import learning_rate
 REPO = Path(__file__).resolve().parents[1]
 
 #: Every option of ``python -m training`` before the split (the flags must all survive).
-FLAGS = ("--data", "--train-list", "--val-list", "--augmentation", "--flip", "--voc", "--synthetic", "--synthetic-bodies",
+FLAGS = ("--data", "--train-list", "--val-list", "--augmentation", "--flip", "--voc", "--synthetic",
+         "--synthetic-bodies",
          "--smpl-dir", "--name", "--lr", "--lr-width", "--epochs", "--steps", "--val-steps", "--batch-size",
          "--seed", "--finetune", "--resume", "--overwrite", "--tmp", "--quick", "--mixed-precision",
          "--dae-dropout", "--verbose", "--num-stacks", "--num-features", "--recipe", "--heatmap-peak",
@@ -64,7 +65,8 @@ def test_defaults_without_options_are_the_stage_defaults(data_dir):
 
 def test_options_reach_their_concerns(data_dir, tmp_path):
     args = build_parser().parse_args([
-        "shn", "0", "--data", str(data_dir), "--val-list", "val.txt", "--seed", "7", "--stream", "--flip", "--workers", "3",
+        "shn", "0", "--data", str(data_dir), "--val-list", "val.txt", "--seed", "7", "--stream", "--flip",
+        "--workers", "3",
         "--num-stacks", "2", "--num-features", "8", "--grid-axes", "camera", "--recipe", "fast",
         "--epochs", "3", "--lr", "0.002", "--steps", "4", "--name", "mine", "--tmp", str(tmp_path / "out"),
         "--finetune", "old", "--log-every", "5", "--bn-recalibrate", "2", "--verbose"])
