@@ -480,11 +480,21 @@ class SHNBatchLoader:
     def __iter__(self):
         return self.batches(epochs=1)
 
-    def batches(self, epochs=None):
+    def batches(self, epochs=None, seed=None):
         """Batches of `epochs` epochs (None: endless), one epoch after the other;
-        a batch never spans two epochs."""
+        a batch never spans two epochs.
+
+        seed: None draws order and augmentation from the loader's seed, the
+        epochs numbered on from the last iteration; an int draws this iteration
+        from `seed` alone, its epochs numbered from 0 (the same batches for the
+        same seed, whatever was iterated before: a training run keys each of
+        its epochs this way, so a resumed run draws what an uninterrupted one does)."""
         endless = epochs is None
-        tasks = self._tasks(self._epochs.epochs(epochs))
+        if seed is None:
+            seed, epoch_numbers = self.seed, self._epochs.epochs(epochs)
+        else:
+            seed, epoch_numbers = _base_seed(seed), _EpochCounter().epochs(epochs)
+        tasks = self._tasks(epoch_numbers, seed)
         samples = self._samples_in_thread(tasks) if self.workers == 0 else self._samples_from_workers(tasks)
         return self._batched(samples, endless)
 
@@ -502,11 +512,12 @@ class SHNBatchLoader:
 
     # -- the stream of samples ------------------------------------------------
 
-    def _tasks(self, epochs):
-        """(epoch, index, seeds) per sample, then (epoch, None, None) at each epoch's end."""
+    def _tasks(self, epochs, seed):
+        """(epoch, index, seeds) per sample of `epochs` drawn from `seed`, then (epoch, None, None)
+        at each epoch's end."""
         for epoch in epochs:
-            for position, index in enumerate(epoch_order(len(self.loader), self.shuffle, self.seed, epoch)):
-                seeds = (self.seed, epoch, position) if self.augmenting else None
+            for position, index in enumerate(epoch_order(len(self.loader), self.shuffle, seed, epoch)):
+                seeds = (seed, epoch, position) if self.augmenting else None
                 yield epoch, int(index), seeds
             yield epoch, None, None
 

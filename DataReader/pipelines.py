@@ -18,7 +18,7 @@ import os
 import threading
 import time
 import weakref
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import tensorflow as tf
@@ -134,7 +134,7 @@ def shn_dataset(frames_root: PathLike, list_file: PathLike, batch_size: int,
                 training: bool, augmentation: int = 1, seed: Optional[int] = None,
                 voc_dir: Optional[PathLike] = None, occluder_dir: Optional[PathLike] = None,
                 flip: bool = False, shuffle: Optional[bool] = None, drop_remainder: Optional[bool] = None,
-                num_parallel_calls: int = AUTOTUNE) -> tf.data.Dataset:
+                num_parallel_calls: int = AUTOTUNE, targets: Optional[Sequence] = None) -> tf.data.Dataset:
     """The SHN's tf.data pipeline over a CLOTH3D-format frames root.
 
     Args:
@@ -149,6 +149,11 @@ def shn_dataset(frames_root: PathLike, list_file: PathLike, batch_size: int,
             folder of images (either one, or both, is needed for modes 2/3).
         flip: random horizontal flips with mirrored points and pose (training only).
         shuffle / drop_remainder: default to `training`.
+        targets: the list's ground truth when already read, one `FrameTargets`
+            per line (`dataset.loader.targets` of an earlier dataset of the same
+            list): nothing is read now, so a dataset rebuilt with a new `seed`
+            (e.g. every epoch) costs no pass over the files. None: read here
+            (each sequence's .mat files once) and every frame's PNG header checked.
 
     Returns a finite dataset (one pass over the list; `.repeat()` it for more)
     of dicts: image (B, 256, 256, 3) float32 standardised, mask (B, 256, 256, 1)
@@ -158,7 +163,7 @@ def shn_dataset(frames_root: PathLike, list_file: PathLike, batch_size: int,
     """
     augmenter, shuffle, drop_remainder = shn_options(training, augmentation, flip, voc_dir, occluder_dir, shuffle,
                                                      drop_remainder)
-    loader = TFSampleLoader(CLOTH3DReader(frames_root), read_list(list_file), augmenter)
+    loader = TFSampleLoader(CLOTH3DReader(frames_root), read_list(list_file), augmenter, targets)
 
     indices = tf.data.Dataset.range(len(loader))
     if shuffle:

@@ -27,7 +27,10 @@ sequences b * S ... (b + 1) * S - 1, S = ceil(B / frames_per_sequence), in
 order; sequence s is drawn and rendered from numpy's Generator seeded by
 (seed, s), the augmentation of its frame t from (seed, s, t, 1). So the same
 seed gives the same batches whatever the number of workers (and 0 workers,
-in the calling thread, gives them too).
+in the calling thread, gives them too). A stream started at batch s0
+(`start`, or `seek` before the first batch) hands out batches s0, s0 + 1,
+...: without reuse, those of a stream started at 0, from its batch s0 on
+(a resumed training run starts at the batches it has trained on so far).
 
 How the rendered crop relates to the file pipeline's: the crop window of the
 frame is rendered directly (`render_crop`), once per frame, un-augmented
@@ -372,19 +375,25 @@ class SyntheticStream:
         antialias: n x n samples in each silhouette pixel of the rendered
             crops (1: one at its centre, the fastest; see the module docstring).
         pool_size: frames kept (over all workers) for reuse when the workers
-            fall behind; 0 (default): every frame is new.
+            fall behind; 0 (default): every frame is new. With reuse, which
+            batches hold pooled frames depends on timing, so the batches after
+            the first are not repeatable (not even with the same seed and start).
         min_fresh: the smallest fraction of new frames in a batch when reusing.
         prefetch: batches made ahead beyond one per worker.
         copy: hand out copies (the slot is reused at once) instead of views
             of shared memory (the slot is reused once the batch is freed).
         hold: batches the consumer may hold at a time without slowing the
             workers down (extra slots).
+        start: the index of the first batch handed out (see the module
+            docstring; `seek` moves it before the first batch).
+
+    The workers start at once and render from the first request on.
     """
 
     def __init__(self, batch_size, seed=0, workers=None, frames_per_sequence=4, frame_stride=(4, 12),
                  augmentation=1, flip=False, voc_dir=None, occluder_dir=None, smpl_dir=None, models=None,
                  poses_file=None, garments="loose", cameras="varied", antialias=1, pool_size=0, min_fresh=0.25,
-                 prefetch=2, copy=False, hold=2):
+                 prefetch=2, copy=False, hold=2, start=0):
         for name, value, low in (("batch_size", batch_size, 1), ("frames_per_sequence", frames_per_sequence, 1),
                                  ("pool_size", pool_size, 0), ("prefetch", prefetch, 0), ("hold", hold, 1)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
@@ -433,6 +442,7 @@ class SyntheticStream:
         self._maker = None
         self._processes = []
         self._closed = False
+        self.seek(start)
         if self.workers == 0:
             self._maker = BatchMaker(self.config)
             return
@@ -454,9 +464,6 @@ class SyntheticStream:
                 process.start()
         self._free = list(range(self.num_slots))  # appended to by `_SlotLease`, possibly from other threads
         self._done = {}          # batch index -> (slot, paths, fresh)
-        self._next_submit = 0
-        self._next_yield = 0
-        self._submit()  # the workers start on the first batches at once
 
     # -- public -----------------------------------------------------------------
 
@@ -468,6 +475,20 @@ class SyntheticStream:
 
     def __iter__(self):
         return self.batches()
+
+    @property
+    def position(self) -> int:
+        """The index of the next batch handed out (start + batches handed out so far)."""
+        return self._next_yield
+
+    def seek(self, batch_index: int) -> None:
+        """Start at batch `batch_index` (int >= 0) instead: the batches before it are never made.
+        Only before the first batch is handed out."""
+        if isinstance(batch_index, bool) or not isinstance(batch_index, (int, np.integer)) or batch_index < 0:
+            raise ValueError(f"SyntheticStream: the start batch must be an int >= 0, got {batch_index!r}")
+        if self._served["batches"]:
+            raise StreamError(f"SyntheticStream.seek: {self._served['batches']} batches were handed out already")
+        self._start = self._next_submit = self._next_yield = int(batch_index)
 
     def next_batch(self):
         """The next batch (dict of NumPy arrays, see the module docstring)."""
@@ -515,7 +536,8 @@ class SyntheticStream:
     def _batch_in_thread(self):
         started = time.perf_counter()
         batch = {key: np.empty((self.config.batch_size,) + shape, np.float32) for key, shape in BATCH_FIELDS.items()}
-        paths, fresh = self._maker.make(self._served["batches"], self.config.batch_size, batch)
+        paths, fresh = self._maker.make(self._next_yield, self.config.batch_size, batch)
+        self._next_yield += 1
         self._served["wait_s"] += time.perf_counter() - started
         return self._finish(batch, paths, fresh)
 
@@ -542,7 +564,7 @@ class SyntheticStream:
             self._receive()
         waited = time.perf_counter() - arrived
         self._served["wait_s"] += waited
-        if self.pool_size and index >= self.num_slots:  # the first batches wait for the workers to start
+        if self.pool_size and index - self._start >= self.num_slots:  # the first batches wait for the workers
             step = arrived - self._last_handout
             behind = waited > max(0.001, 0.02 * step)  # the consumer waited for more than 2% of its step
             self.fresh_fraction = (max(self.min_fresh, self.fresh_fraction * FRESH_DECREASE) if behind

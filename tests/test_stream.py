@@ -165,6 +165,23 @@ def test_workers_give_the_same_batches_and_close_leaves_no_process(body_models):
     assert not np.array_equal(other["points"], in_thread[0]["points"])
 
 
+def test_a_stream_started_later_gives_the_later_batches(body_models):
+    # What a resumed SHN run asks for: batches s0, s0 + 1, ... of the stream begun at 0.
+    with SyntheticStream(2, seed=5, workers=0, models=body_models, frames_per_sequence=2) as stream:
+        expected = [stream.next_batch() for _ in range(3)][2]
+    with SyntheticStream(2, seed=5, workers=0, models=body_models, frames_per_sequence=2) as later:
+        later.seek(2)
+        assert later.position == 2
+        got = later.next_batch()
+        assert later.position == 3
+        with pytest.raises(DataReader.stream.StreamError, match="handed out"):
+            later.seek(0)
+    for key in expected:
+        np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
+    with pytest.raises(ValueError, match="start batch"):
+        SyntheticStream(2, models=body_models, workers=0, start=-1)
+
+
 def _resource_tracker_pid():
     from multiprocessing import resource_tracker
     return getattr(resource_tracker._resource_tracker, "_pid", None)

@@ -161,7 +161,9 @@ class DataConfig:
     stream_pool: int = setting(0, "--stream-pool", metavar="N", type=int,
                                help="with --stream: keep N recent frames and reuse them (with new augmentation) "
                                     "when the renderers fall behind the GPU (default {default}: every frame new, "
-                                    "the GPU may wait)")
+                                    "the GPU may wait). Which frames are reused depends on timing, so with N > 0 a "
+                                    "run (or its --resume) does not repeat its batches exactly; with 0 they are "
+                                    "a function of --seed and the step")
     workers: Optional[int] = setting(None, "--workers", metavar="N", type=int,
                                      help="loader / stream processes on backends without tf.data (JAX) and for "
                                           "--stream (default: CPU cores - 1)")

@@ -16,7 +16,8 @@ The ``latest`` state stores ``epochs_done`` and the dropout layers' seed
 states (``Stage.random_state``); a resumed run starts at epoch ``epochs_done``
 with the optimiser (Adam moments, step counter) and those seeds restored. A
 stage that draws each epoch's data from ``epoch_seed(seed, epoch)`` (the SMPLR
-stages) then repeats, from the resumed epoch on, what an uninterrupted run does.
+stages, the SHN on a list) or saves its data's position in ``random_state`` (the
+SHN's ``--stream``) then repeats, from the resumed epoch on, what an uninterrupted run does.
 """
 import contextlib
 import math

@@ -20,6 +20,16 @@ NumPy loader (JAX, ``--workers``); ``--stream`` trains on the endless
 synthetic stream instead (``DataReader.stream``), validation stays on the
 val list.
 
+Resume: each epoch draws the list's batches (order, augmentation) from
+``epoch_seed(seed, epoch)`` (a new tf.data pipeline per epoch on the ground
+truth read once; on JAX a new iteration of the loader), and the stream's
+batch b is a function of (seed, b), with the next b saved in the ``latest``
+state (``random_state``: "stream_position", with the dropout seeds). A run
+killed and resumed thus repeats an uninterrupted run's epochs from the
+resumed one on; with ``--stream-pool`` > 0 only approximately (which frames
+are reused depends on timing), but it still asks for the sequences after
+those it has seen.
+
 Validation: soft-argmax of the last stack's logits with ``training=False``;
 errors in mm (joints, landmarks, all); the best checkpoint is the one with
 the lowest mean error over all 41 points, as the original. Diagnostics:
@@ -40,7 +50,7 @@ from training import TrainingError
 from training.checkpoints import load_named
 from training.config import StageConfig
 from training.metrics import PointErrorMeter
-from training.runner import Stage, prepare, run, set_seeds
+from training.runner import Stage, epoch_seed, prepare, run, set_seeds
 from training.schedules import shn_steps
 from training.steps import backend, make_steps
 from training.summaries import skeleton_overlays
@@ -106,16 +116,18 @@ class SHNStage(Stage):
               f"{source} / {self.num_val} validation frames, batch {config.schedule.batch_size}, "
               f"augmentation {augmentation}, recipe {config.model.recipe} (heatmap peak {config.model.heatmap_peak}, "
               f"coordinate loss weight {config.model.coord_loss_weight:g}), Keras backend {backend()}")
-        self._train_iterator = None
 
     # ------------------------------------------------------------------ data
-    def _dataset(self, list_name, training):
-        """The frames of a data list: a tf.data dataset (TensorFlow) or a NumPy batch loader (JAX)."""
+    def _dataset(self, list_name, training, seed=None, targets=None):
+        """The frames of a data list: a tf.data dataset (TensorFlow) or a NumPy batch loader (JAX).
+        ``seed``: of the order and augmentation (default ``--seed``); ``targets``: the list's ground
+        truth already read (``shn_dataset``'s; tf.data only)."""
         data, batch_size = self.config.data, self.config.schedule.batch_size
         common = dict(training=training, augmentation=self.augmentation if training else 0,
-                      flip=data.flip and training, seed=data.seed, voc_dir=data.voc if training else None)
+                      flip=data.flip and training, seed=data.seed if seed is None else seed,
+                      voc_dir=data.voc if training else None)
         if backend() == "tensorflow":
-            return DataReader.shn_dataset(data.root, data.root / list_name, batch_size, **common)
+            return DataReader.shn_dataset(data.root, data.root / list_name, batch_size, targets=targets, **common)
         return DataReader.shn_batches(data.root, data.root / list_name, batch_size,
                                       workers=self.workers if training else min(self.workers, 4), **common)
 
@@ -151,16 +163,37 @@ class SHNStage(Stage):
         return shn_steps(epoch, num_batches, self.config.schedule.steps_growth or 500, self.config.schedule.max_steps)
 
     def train_batches(self, epoch):
-        # One endless iterator for the whole run: epochs take their steps from
-        # it, and the list is reshuffled and re-augmented on every pass.
-        if self._train_iterator is None:
-            if self.stream is not None:
-                self._train_iterator = iter(self.stream.batches())
-            elif backend() == "tensorflow":
-                self._train_iterator = iter(self.train_data.repeat())
-            else:
-                self._train_iterator = iter(self.train_data.batches())
-        return self._train_iterator
+        """Endless batches for 0-based ``epoch``: the list's, shuffled and augmented from
+        ``epoch_seed(seed, epoch)`` (reshuffled, newly augmented on every further pass), so that an
+        epoch draws the same batches whether the run went through or was resumed before it; or the
+        stream's next ones (its position is saved by :meth:`random_state`)."""
+        if self.stream is not None:
+            return self.stream.batches()
+        seed = epoch_seed(self.config.data.seed, epoch)
+        if backend() == "tensorflow":
+            return iter(self._dataset(self.config.data.train_list, training=True, seed=seed,
+                                      targets=self.train_data.loader.targets).repeat())
+        return self.train_data.batches(seed=seed)
+
+    def random_state(self):
+        """The dropout seeds (``Stage.random_state``) and, with ``--stream``, "stream_position":
+        the index of the stream's next batch."""
+        state = super().random_state()
+        if self.stream is not None:
+            state["stream_position"] = self.stream.position
+        return state
+
+    def restore_random_state(self, state):
+        """Put back :meth:`random_state`; the stream goes on at the saved position (a checkpoint
+        saved without it: at the number of steps trained, one batch each)."""
+        super().restore_random_state(state)
+        if self.stream is None:
+            return
+        position = (state or {}).get("stream_position")
+        if position is None:
+            position = int(ops.convert_to_numpy(self.optimizer.iterations))
+        self.stream.seek(int(position))
+        print(f"stream: going on at batch {position} (sequence {position * self.stream.config.sequences_per_batch})")
 
     # ------------------------------------------------------------------ maths
     def _forward(self, batch, training):
