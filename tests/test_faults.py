@@ -322,7 +322,8 @@ def test_test_py_results_are_atomic(tmp_path, cloth3d_root, capsys, monkeypatch)
     assert (results / ".killed.partial" / "batch_00000.npz").is_file()  # it was killed mid-way
     assert main(args + ["--data", str(cloth3d_root), "--out", "killed"]) == 0, capsys.readouterr().err
     assert sorted(os.listdir(results)) == ["done", "killed"]
-    assert json.loads((results / "killed" / "summary.json").read_text())["num_samples"] == 4
+    summary = json.loads((results / "killed" / "summary.json").read_text())
+    assert summary["num_samples"] == 4 and summary["flip_test"] is False  # no --flip-test: the plain points
 
     # --overwrite with a frame that is corrupt past its header (found while batch 2 is read):
     # an error, and the earlier results are all still there.

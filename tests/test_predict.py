@@ -204,12 +204,35 @@ def test_bad_inputs_each_one_line_others_processed(chain, predictor, tmp_path, c
 @requires_jax
 def test_jax_backend_gives_the_same_body(chain, predicted):
     _, out = predicted
-    run_backend("jax", f"""
+    # In the same JAX process, --flip-test's parts (tests/test_flip_test.py): models.flip's
+    # mirror_points and shn_points on a tiny SHN, against NumPy references here.
+    flip = run_backend("jax", f"""
+        import json, keras, numpy as np
+        from models import SHN, soft_argmax
+        from models.flip import mirror_points, shn_points
         from training.predict import main
         assert main(["-1", {str(chain / "frames" / "00000" / "0000.png")!r}, "--out", {str(chain / "jax")!r},
                      "--tmp", {str(chain / "tmp")!r}, "--checkpoints", "shn", "dae", "smplr"]) == 0
+        assert keras.backend.backend() == "jax"
+        keras.utils.set_random_seed(3)
+        rng = np.random.default_rng(3)
+        shn = SHN(num_stacks=1, num_features=8, grid_axes="camera")
+        images = rng.normal(size=(1, 256, 256, 3)).astype(np.float32)
+        roots = np.float32([[0.4, -0.2, 3.0], [-1.0, 0.5, 6.0]])
+        points = rng.uniform(-1, 1, (2, 41, 3)).astype(np.float32)
+        read = lambda x: np.asarray(soft_argmax(shn(x)[-1], axes="camera")).tolist()
+        print(json.dumps({{"average": np.asarray(shn_points(shn, images, roots[:1], flip_test=True)).tolist(),
+                           "plain": read(images), "flipped": read(images[:, :, ::-1]), "points": points.tolist(),
+                           "mirrored": np.asarray(mirror_points(points, roots)).tolist()}}))
     """)
     ours, theirs = np.load(chain / "jax" / "0000.npz"), np.load(out / "0000.npz")
     for key in ("shn_points", "dae_points", "smpl_points", "smpl_joints", "vertices", "betas"):
         np.testing.assert_allclose(ours[key], theirs[key], atol=1e-4, err_msg=key)
     np.testing.assert_allclose(ours["rotations"], theirs["rotations"], atol=1e-3)  # SVD of float32 matrices
+
+    from test_flip_test import reference_mirror
+    got = {key: np.array(value) for key, value in json.loads(flip.strip().splitlines()[-1]).items()}
+    roots = np.array([[0.4, -0.2, 3.0], [-1.0, 0.5, 6.0]])
+    np.testing.assert_allclose(got["mirrored"], reference_mirror(got["points"], roots), atol=1e-5)
+    expected = (got["plain"] + reference_mirror(got["flipped"], roots[:1])) / 2
+    np.testing.assert_allclose(got["average"], expected, atol=1e-5)

@@ -5,10 +5,18 @@ sequences) as one that went through.
 Reference: the same command run uninterrupted; the crash is the runner's test
 hook (``SMPLR_TEST_EXIT_AFTER_EPOCH``, ``os._exit`` right after the epoch's
 checkpoints), as in tests/test_training.py.
+
+To start TensorFlow (or JAX) and build the steps as few times as possible, the
+training CLI's ``main`` runs in two processes: the first trains every run that
+goes through and every run that crashes (there the hook's ``os._exit`` ends the
+run only: it raises in ``training.runner``), the second resumes the crashed
+runs, so a resumed run holds nothing in memory from the run it continues.
 """
+import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -18,17 +26,82 @@ from training.checkpoints import CheckpointStore
 
 REPO = Path(__file__).resolve().parents[1]
 
+#: Runs ``main(args)`` of ``training.cli`` for each [args, exit_after_epoch] of the JSON list in argv[1];
+#: prints a JSON list of {"code": exit status, "stdout": what the run printed}.
+_DRIVER = textwrap.dedent("""
+    import contextlib, io, json, os, sys, types
+    import training.runner as runner
+    from training.cli import main
 
-def _train(args, backend, exit_after_epoch=None):
+    class Crash(BaseException):
+        pass
+
+    def crash(status):
+        raise Crash(status)
+
+    # The crash hook ends this run, not the process: only training.runner's os._exit raises.
+    runner.os = types.ModuleType("os")
+    runner.os.__dict__.update(vars(os))
+    runner.os._exit = crash
+    results = []
+    for args, exit_after_epoch in json.loads(sys.argv[1]):
+        os.environ.pop(runner.EXIT_AFTER_EPOCH_VARIABLE, None)
+        if exit_after_epoch is not None:
+            os.environ[runner.EXIT_AFTER_EPOCH_VARIABLE] = str(exit_after_epoch)
+        out = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(out):
+                code = main(args)
+        except Crash as crashed:
+            code = crashed.args[0]
+        results.append({"code": code, "stdout": out.getvalue()})
+    print(json.dumps(results))
+""")
+
+
+def _train(runs, backend):
+    """Run each (args, exit_after_epoch) of ``runs`` in one fresh process; returns their results."""
     # TF_DETERMINISTIC_OPS: TensorFlow's CPU kernels otherwise sum in a thread-dependent order, and
     # Adam's first steps (m / sqrt(v) ~ sign(g)) turn that noise in near-zero gradients into lr-sized steps.
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="-1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1",
                PYTHONPATH=str(REPO), KERAS_BACKEND=backend, JAX_PLATFORMS="cpu", TF_DETERMINISTIC_OPS="1")
     env.pop("SMPLR_TEST_EXIT_AFTER_EPOCH", None)
-    if exit_after_epoch is not None:
-        env["SMPLR_TEST_EXIT_AFTER_EPOCH"] = str(exit_after_epoch)
-    return subprocess.run([sys.executable, "-m", "training"] + [str(a) for a in args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+    runs = [[[str(a) for a in args], exit_after_epoch] for args, exit_after_epoch in runs]
+    process = subprocess.run([sys.executable, "-c", _DRIVER, json.dumps(runs)], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=900)
+    assert process.returncode == 0, process.stderr[-3000:]
+    return json.loads(process.stdout.strip().splitlines()[-1]), process.stderr
+
+
+def _through_and_resumed(commons, backend):
+    """Train each command of ``commons`` (2 epochs) as run "through", and as run "resumed" killed
+    after epoch 1 and resumed; asserts that every figure of both epochs agrees (rtol 1e-5);
+    returns (reference, state), both latest states, for each command."""
+    commons = [[str(a) for a in common] for common in commons]
+    first, stderr = _train([(common + ["--name", "through"], None) for common in commons]
+                           + [(common + ["--name", "resumed"], 1) for common in commons], backend)
+    second, stderr2 = _train([(common + ["--name", "resumed", "--resume"], None) for common in commons], backend)
+    through, crashed = first[:len(commons)], first[len(commons):]
+    states = []
+    for common, run, crash, resumed in zip(commons, through, crashed, second):
+        assert run["code"] == 0, run["stdout"][-2000:] + stderr[-3000:]
+        assert crash["code"] == 3, crash["stdout"][-2000:] + stderr[-3000:]
+        assert "epoch 2/2" not in crash["stdout"]
+        assert resumed["code"] == 0, resumed["stdout"][-2000:] + stderr2[-3000:]
+        assert "resuming 'resumed' after epoch 1" in resumed["stdout"]
+        tmp = common[common.index("--tmp") + 1]
+        reference = CheckpointStore(tmp, "through").read_state("latest")
+        state = CheckpointStore(tmp, "resumed").read_state("latest")
+        assert [h["epoch"] for h in state["history"]] == [1, 2]
+        for epoch in (0, 1):
+            for part in ("train", "val"):
+                expected, got = reference["history"][epoch][part], state["history"][epoch][part]
+                assert set(got) == set(expected)
+                for key in expected:
+                    np.testing.assert_allclose(got[key], expected[key], rtol=1e-5,
+                                               err_msg=f"{' '.join(common)} epoch {epoch + 1} {part} {key}")
+        states.append((reference, state))
+    return states
 
 
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
@@ -38,36 +111,12 @@ def test_resumed_dae_run_repeats_the_uninterrupted_epochs(tmp_path, cloth3d_root
     # Dropout on (the SPEC's 0.2) and input noise on: every random stream of the stage is in play.
     common = ["dae", "-1", "--data", cloth3d_root, "--tmp", tmp_path, "--epochs", "2", "--steps", "3",
               "--batch-size", "32", "--log-every", "1", "--seed", "4"]
-    reference, state = _through_and_resumed(common, backend)
+    [(reference, state)] = _through_and_resumed([common], backend)
     # The two epochs drew different batches and dropout masks: the streams moved on.
     assert reference["history"][0]["train"]["loss"] != reference["history"][1]["train"]["loss"]
     seeds = state["random_state"]["seed_generators"]
     assert len(seeds) == 2 and all(draws > 0 for _, draws in seeds)  # the DAE's two dropout layers
     assert seeds == reference["random_state"]["seed_generators"]
-
-
-def _through_and_resumed(common, backend):
-    """Train ``common`` (2 epochs) as run "through", and as run "resumed" killed after epoch 1 and
-    resumed; asserts that every figure of both epochs agrees (rtol 1e-5); returns both latest states."""
-    through = _train(common + ["--name", "through"], backend)
-    assert through.returncode == 0, through.stderr[-3000:]
-    crashed = _train(common + ["--name", "resumed"], backend, exit_after_epoch=1)
-    assert crashed.returncode == 3, crashed.stderr[-3000:]
-    resumed = _train(common + ["--name", "resumed", "--resume"], backend)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resuming 'resumed' after epoch 1" in resumed.stdout
-    tmp = common[common.index("--tmp") + 1]
-    reference = CheckpointStore(tmp, "through").read_state("latest")
-    state = CheckpointStore(tmp, "resumed").read_state("latest")
-    assert [h["epoch"] for h in state["history"]] == [1, 2]
-    for epoch in (0, 1):
-        for part in ("train", "val"):
-            expected, got = reference["history"][epoch][part], state["history"][epoch][part]
-            assert set(got) == set(expected)
-            for key in expected:
-                np.testing.assert_allclose(got[key], expected[key], rtol=1e-5,
-                                           err_msg=f"epoch {epoch + 1} {part} {key}")
-    return reference, state
 
 
 @pytest.fixture(scope="module")
@@ -86,21 +135,19 @@ _TINY_SHN = ["--epochs", "2", "--steps", "2", "--batch-size", "2", "--num-stacks
              "--val-steps", "1", "--log-every", "1", "--seed", "3", "--lr", "1e-4"]
 
 
-def test_resumed_shn_run_repeats_the_uninterrupted_epochs(tmp_path, synthetic_frames):
-    # Epoch 2 of a run that went through draws a new order and augmentation of the list; so must
+def test_resumed_shn_list_and_stream_runs_repeat_the_uninterrupted_epochs(tmp_path, synthetic_frames):
+    listed = ["shn", "-1", "--data", synthetic_frames, "--tmp", tmp_path / "list"] + _TINY_SHN
+    streamed = (["shn", "-1", "--data", synthetic_frames, "--tmp", tmp_path / "stream", "--stream",
+                 "--stream-pool", "0", "--workers", "1"] + _TINY_SHN)
+    (reference, state), (stream_reference, stream_state) = _through_and_resumed([listed, streamed], "tensorflow")
+
+    # The list: epoch 2 of a run that went through draws a new order and augmentation of the list; so must
     # a run resumed after epoch 1 (a run-long iterator would restart at epoch 1's batches).
-    common = ["shn", "-1", "--data", synthetic_frames, "--tmp", tmp_path] + _TINY_SHN
-    reference, state = _through_and_resumed(common, "tensorflow")
     assert reference["history"][0]["train"]["loss"] != reference["history"][1]["train"]["loss"]
     seeds = state["random_state"]["seed_generators"]
     assert len(seeds) == 1 and seeds[0][1] > 0  # the one stack's dropout
     assert seeds == reference["random_state"]["seed_generators"]
 
-
-def test_resumed_shn_stream_run_repeats_the_uninterrupted_epochs(tmp_path, synthetic_frames):
-    # Without reuse the stream's batch b is a function of (seed, b): the resumed run asks for batch 2 on.
-    common = (["shn", "-1", "--data", synthetic_frames, "--tmp", tmp_path, "--stream", "--stream-pool", "0",
-               "--workers", "1"] + _TINY_SHN)
-    reference, state = _through_and_resumed(common, "tensorflow")
-    assert reference["history"][0]["train"]["loss"] != reference["history"][1]["train"]["loss"]
-    assert state["random_state"]["stream_position"] == reference["random_state"]["stream_position"] == 4
+    # The stream: without reuse its batch b is a function of (seed, b): the resumed run asks for batch 2 on.
+    assert stream_reference["history"][0]["train"]["loss"] != stream_reference["history"][1]["train"]["loss"]
+    assert stream_state["random_state"]["stream_position"] == stream_reference["random_state"]["stream_position"] == 4
