@@ -151,3 +151,17 @@ def test_resumed_shn_list_and_stream_runs_repeat_the_uninterrupted_epochs(tmp_pa
     # The stream: without reuse its batch b is a function of (seed, b): the resumed run asks for batch 2 on.
     assert stream_reference["history"][0]["train"]["loss"] != stream_reference["history"][1]["train"]["loss"]
     assert stream_state["random_state"]["stream_position"] == stream_reference["random_state"]["stream_position"] == 4
+
+
+def test_corrupt_stream_position_is_one_line_naming_the_state_file(tmp_path):
+    """A `latest` state whose stream_position is not an integer >= 0 stops the resume with a
+    TrainingError naming state.json, before anything is restored."""
+    from types import SimpleNamespace
+
+    from training import TrainingError
+    from training.shn_loop import SHNStage
+
+    stage = SimpleNamespace(config=SimpleNamespace(checkpoint_dir=tmp_path / "shn"), stream=None)
+    for bad in ("12", -1, 2.5, True):
+        with pytest.raises(TrainingError, match=r"corrupt checkpoint state .*latest/state.json: stream_position"):
+            SHNStage.restore_random_state(stage, {"stream_position": bad})

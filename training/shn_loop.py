@@ -186,10 +186,13 @@ class SHNStage(Stage):
     def restore_random_state(self, state):
         """Put back :meth:`random_state`; the stream goes on at the saved position (a checkpoint
         saved without it: at the number of steps trained, one batch each)."""
+        position = (state or {}).get("stream_position")
+        if position is not None and (isinstance(position, bool) or not isinstance(position, int) or position < 0):
+            raise TrainingError(f"corrupt checkpoint state {self.config.checkpoint_dir / 'latest' / 'state.json'}: "
+                                f"stream_position must be an integer >= 0, got {position!r}")
         super().restore_random_state(state)
         if self.stream is None:
             return
-        position = (state or {}).get("stream_position")
         if position is None:
             position = int(ops.convert_to_numpy(self.optimizer.iterations))
         self.stream.seek(int(position))
