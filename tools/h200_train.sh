@@ -68,30 +68,39 @@ while [ "$(date +%s)" -lt "$end" ]; do
   tr '\r' '\n' < "$RUN/shn.log" | grep -E "epoch|error|Error|SHN:|stream" | tail -3
   tr '\r' '\n' < "$RUN/smplr.log" | grep -E "epoch|error|Error|finished" | tail -2
   nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
+  # Nothing left to follow: both trainings have ended.
+  pgrep -f "python3 -m training" > /dev/null || { echo "no training running"; break; }
 done
 mkdir -p "$RUN/logs_out"
 tr '\r' '\n' < "$RUN/shn.log" | grep -v "^\s*$" | grep -v "step/s\]$" > "$RUN/logs_out/shn.log"
 tr '\r' '\n' < "$RUN/smplr.log" | grep -v "^\s*$" | grep -v "step/s\]$" > "$RUN/logs_out/smplr.log"
 grep "epoch" "$RUN/logs_out/shn.log" | tail -4
-# The SHN's best slot as float16 weights (33 MB, split into 15 MB parts), read on the CPU
-# so as not to touch the training process's GPU memory.
+# The SHN's best slot (and, with EXPORT_LATEST=1, the latest one: the end of the
+# learning-rate schedule) as float16 weights (33 MB each, split into 15 MB parts),
+# read on the CPU so as not to touch the training process's GPU memory.
 rm -rf "$RUN/export"
-JAX_PLATFORMS=cpu python3 - "$RUN" <<'PY'
+slots="${EXPORT_SLOTS:-best}"
+
+JAX_PLATFORMS=cpu python3 - "$RUN" $slots <<'PY'
 import sys
 import numpy as np
 from models import SHN
 from training.checkpoints import CheckpointStore
-run = sys.argv[1]
+run, slots = sys.argv[1], sys.argv[2:]
 store = CheckpointStore(f"{run}/tmp", "shn")
-if store.has("best"):
-    state = store.read_state("best")
+for slot in slots:
+    if not store.has(slot):
+        continue
+    state = store.read_state(slot)
     shn = SHN(num_stacks=state["config"]["num_stacks"], num_features=state["config"]["num_features"])
     shn(np.zeros((1, 256, 256, 3), np.float32))
-    store.restore("best", {"shn": shn})
-    CheckpointStore(f"{run}/export", "shn").save("best", {"shn": shn}, state, weights_dtype="float16")
-    print("exported the SHN of epoch", state.get("best_epoch"))
+    store.restore(slot, {"shn": shn})
+    CheckpointStore(f"{run}/export", "shn").save(slot, {"shn": shn}, state, weights_dtype="float16")
+    print(f"exported the SHN's {slot} slot: epochs done", state.get("epochs_done"), "best epoch", state.get("best_epoch"))
 PY
-[ -d "$RUN/export/checkpoints/shn/best" ] && tar cf - -C "$RUN/export/checkpoints" shn/best | split -b 15M - "$OUT/shn_best.tar.part_"
+for slot in $slots; do
+  [ -d "$RUN/export/checkpoints/shn/$slot" ] && tar cf - -C "$RUN/export/checkpoints" "shn/$slot" | split -b 15M - "$OUT/shn_$slot.tar.part_"
+done
 names=$(cd "$RUN/tmp/checkpoints" 2>/dev/null && ls -d dae/best shape/best pose/best smplr/best 2>/dev/null)
 [ -n "$names" ] && tar czf "$OUT/smplr_stages.tgz" -C "$RUN/tmp/checkpoints" $names
 rm -rf "$RUN/logs_out/tensorboard"; cp -r "$RUN/tmp/logs" "$RUN/logs_out/tensorboard" 2>/dev/null
