@@ -283,16 +283,15 @@ def test_killed_run_resumes_with_the_next_learning_rate(tmp_path, cloth3d_root, 
 
 
 # ------------------------------------------------------------------ end to end
-def test_quick_chain_then_test_py_on_generated_data(tmp_path):
+def test_quick_chain_then_test_py_on_generated_data(tmp_path, capsys):
     import tensorflow as tf
 
     import smpl
     from training.summaries import read_image_tags, read_scalars
 
     data = tmp_path / "frames"
-    made = _run(["-m", "DataReader.synthesize", "--out", data, "--sequences", "2", "--frames", "6",
-                 "--seed", "3", "--quiet"])
-    assert made.returncode == 0, made.stderr[-2000:]
+    from DataReader import synthesize
+    assert synthesize.main(["--out", str(data), "--sequences", "2", "--frames", "6", "--seed", "3", "--quiet"]) == 0
     tmp = tmp_path / "tmp"
     chain = _run(["train_all.py", "-1", "--data", data, "--quick", "--tmp", tmp, "--synthetic", "16"])
     assert chain.returncode == 0, (chain.stdout[-3000:], chain.stderr[-3000:])
@@ -337,12 +336,16 @@ def test_quick_chain_then_test_py_on_generated_data(tmp_path):
     smplr_points = np.concatenate([b["smpl_joints"][:, 1:], b["vertices"][:, layer.landmark_ids]], axis=1)
     np.testing.assert_allclose(smplr_points, b["smpl_points"], atol=1e-6)
 
-    # Earlier results are not overwritten silently; a missing checkpoint lists what exists.
-    again = _run(["test.py", "-1", "shn", "dae", "smplr", "--data", data, "--tmp", tmp])
-    assert again.returncode == 2 and "--overwrite" in again.stderr
-    missing = _run(["test.py", "-1", "shn", "dae", "nope", "--data", data, "--tmp", tmp])
-    assert missing.returncode == 2
-    assert "checkpoint 'nope' not found" in missing.stderr and "dae, pose, shape, shn, smplr" in missing.stderr
+    # Earlier results are not overwritten silently; a missing checkpoint lists what exists. test.py is
+    # `sys.exit(training.evaluate.main())`: these refusals run its main in this process (no second
+    # TensorFlow start-up per refusal).
+    from training.evaluate import main as test_py_main
+    capsys.readouterr()
+    assert test_py_main(["-1", "shn", "dae", "smplr", "--data", str(data), "--tmp", str(tmp)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert test_py_main(["-1", "shn", "dae", "nope", "--data", str(data), "--tmp", str(tmp)]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint 'nope' not found" in err and "dae, pose, shape, shn, smplr" in err
 
 
 def test_pose_stage_validation_poses_smpl_with_the_nearest_rotations(tmp_path, cloth3d_root):
