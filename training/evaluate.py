@@ -114,7 +114,7 @@ def load_stages(tmp: PathLike, shn_name: str, dae_name: str, smplr_name: str,
         raise TrainingError(f"corrupt checkpoint state {state_path}: num_stacks and num_features must be "
                             f"integers >= 1, got {sizes['num_stacks']!r} and {sizes['num_features']!r}")
     shn = SHN(num_stacks=sizes["num_stacks"], num_features=sizes["num_features"], grid_axes=grid_axes)
-    shn(np.zeros((1, 256, 256, 3), np.float32))
+    shn.build((1, 256, 256, 3))  # the variables, as a call would create them, without a full-size pass
     dae = DAE()
     dae(np.zeros((1, 123), np.float32))
     smpl_layer = load_body_model(smpl_dir)

@@ -462,7 +462,7 @@ def save_untrained_checkpoints(tmp: PathLike, names: Sequence[str] = ("shn", "da
 
     keras.utils.set_random_seed(seed)
     shn = SHN(num_stacks=num_stacks, num_features=num_features)
-    shn(np.zeros((1, 256, 256, 3), np.float32))
+    shn.build((1, 256, 256, 3))  # the variables, as a call would create them, without a full-size pass
     dae = DAE()
     dae(np.zeros((1, 123), np.float32))
     smplr = SMPLR(load_body_model(smpl_dir))

@@ -98,7 +98,7 @@ class SHNStage(Stage):
 
         self.model = SHN(num_stacks=config.model.num_stacks, num_features=config.model.num_features,
                          grid_axes=config.model.grid_axes)
-        self.model(np.zeros((1, 256, 256, 3), np.float32))  # creates the variables
+        self.model.build((1, 256, 256, 3))  # creates the variables (SHN.build: no full-size forward pass)
         self.loss = VoxelHeatmapLoss(VoxelGrid(axes=config.model.grid_axes),
                                      peak_one=config.model.heatmap_peak == "one")
         optimizer = keras.optimizers.Adam(learning_rate=config.schedule.lr0)
