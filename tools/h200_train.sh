@@ -14,7 +14,7 @@
 # SMPLR_STAGES=0 trains the SHN alone; SHN_FROM_PRETRAINED=1 starts the SHN from
 # pretrained/checkpoints/shn (--finetune), e.g. to continue the shipped run;
 # EXPORT_SLOTS="best latest" (default best) says which SHN slots watch copies out
-# (3 parts each; a call returns at most 64 MiB, so two slots fit only without logs).
+# (35 MB in 3 parts each; a call returns at most 64 MiB, so one slot per call).
 # The device machine is given back ~30 s after a call returns, and the background
 # training with it: issue the next watch call at once.
 set -uo pipefail
