@@ -278,7 +278,7 @@ def _tiny_checkpoints(tmp):
 
     keras.utils.set_random_seed(0)
     shn = SHN(num_stacks=1, num_features=16)
-    shn(np.zeros((1, 256, 256, 3), np.float32))
+    shn.build((1, 256, 256, 3))
     dae = DAE()
     dae(np.zeros((1, 123), np.float32))
     smplr = SMPLR(load_body_model())
