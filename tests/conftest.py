@@ -9,6 +9,27 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
 
+
+def _shared_jax_compilation_cache():
+    """One JAX compilation cache for the session's JAX processes (many tests start one): each
+    would otherwise compile the same small XLA programs again (a tiny SHN's first eager call:
+    ~23 s cold, ~6 s with the cache on 2 CPU cores). Made once, by the first process that loads
+    this file (with pytest-xdist: the controller, before its workers inherit the environment),
+    and removed when that process ends. The cached programs are what XLA compiles anyway."""
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="smplr-tests-jax-cache-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    os.environ.update(JAX_COMPILATION_CACHE_DIR=folder, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
+
+
+_shared_jax_compilation_cache()
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
