@@ -81,25 +81,11 @@ def have_jax():
 requires_jax = pytest.mark.skipif(not have_jax(), reason="JAX is not installed (pip install -r requirements-jax.txt)")
 
 
-#: The slowest tests, longest first (seconds of one `make test` call on 2 cores,
-#: 2026-12-03), run before all others: pytest-xdist hands tests out in order, so
-#: the two workers start on the long ones and finish on short ones, instead of
-#: one long test starting last on one worker while the other idles. Most run in
-#: subprocesses; none depends on what ran before it.
-LONG_TESTS = (
-    "test_quick_chain_then_test_py_on_generated_data",                           # 338
-    "test_resumed_shn_list_and_stream_runs_repeat_the_uninterrupted_epochs",     # 127
-    "test_test_py_results_are_atomic",                                           # 69
-    "test_data_parallel_steps_match_one_device[shn-2-2-jax]",                    # 64
-    "test_jax_steps_lower_the_loss_dae_and_small_shn",                           # 64
-    "test_shn_overfits_two_samples_and_every_variable_gets_gradient",            # 57
-    "test_same_weights_give_the_same_outputs_on_both_backends",                  # 55
-    "test_data_parallel_cli_dae_run_matches_one_device[tensorflow]",             # 49
-    "test_jax_backend_gives_the_same_body",                                      # 43
-    "test_data_parallel_steps_match_one_device[shn-2-2-tensorflow]",             # 39
-)
+#: Tests that take minutes, run first so that with `make test`'s two workers
+#: (pytest-xdist) the longest one does not start last on one worker while the
+#: other idles. They run in subprocesses, so the order does not change them.
+LONG_TESTS = ("test_quick_chain_then_test_py_on_generated_data",)
 
 
 def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(LONG_TESTS)}
-    items.sort(key=lambda item: rank.get(item.name, len(LONG_TESTS)))  # stable: the rest keep their order
+    items.sort(key=lambda item: item.name not in LONG_TESTS)  # stable: the rest keep their order
