@@ -29,7 +29,7 @@ $(DEV_STAMP): $(STAMP) requirements-dev.txt
 	@cp requirements-dev.txt $(DEV_STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest tests -q -n 2
+	$(PY) -m pytest tests -q -n 2 --dist worksteal
 
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
