@@ -79,25 +79,24 @@ mkdir -p "$RUN/logs_out"
 tr '\r' '\n' < "$RUN/shn.log" | grep -v "^\s*$" | grep -v "step/s\]$" > "$RUN/logs_out/shn.log"
 tr '\r' '\n' < "$RUN/smplr.log" | grep -v "^\s*$" | grep -v "step/s\]$" > "$RUN/logs_out/smplr.log"
 grep "epoch" "$RUN/logs_out/shn.log" | tail -4
-# The SHN's best slot (and, with EXPORT_LATEST=1, the latest one: the end of the
-# learning-rate schedule) as float16 weights (33 MB each, split into 15 MB parts),
-# read on the CPU so as not to touch the training process's GPU memory.
+# The SHN slots of EXPORT_SLOTS (default best; latest = the end of the learning-rate
+# schedule) as float16 weights (35 MB each, split into 15 MB parts), read on the CPU
+# so as not to touch the training process's GPU memory.
 rm -rf "$RUN/export"
 slots="${EXPORT_SLOTS:-best}"
-
 JAX_PLATFORMS=cpu python3 - "$RUN" $slots <<'PY'
 import sys
-import numpy as np
 from models import SHN
 from training.checkpoints import CheckpointStore
 run, slots = sys.argv[1], sys.argv[2:]
 store = CheckpointStore(f"{run}/tmp", "shn")
 for slot in slots:
     if not store.has(slot):
+        print(f"no {slot} slot in {store.dir}: nothing exported for it")
         continue
     state = store.read_state(slot)
     shn = SHN(num_stacks=state["config"]["num_stacks"], num_features=state["config"]["num_features"])
-    shn(np.zeros((1, 256, 256, 3), np.float32))
+    shn.build((1, 256, 256, 3))
     store.restore(slot, {"shn": shn})
     CheckpointStore(f"{run}/export", "shn").save(slot, {"shn": shn}, state, weights_dtype="float16")
     print(f"exported the SHN's {slot} slot: epochs done", state.get("epochs_done"), "best epoch", state.get("best_epoch"))
