@@ -280,6 +280,24 @@ def test_killed_run_resumes_with_the_next_learning_rate(tmp_path, cloth3d_root, 
     assert logged[2] == pytest.approx(learning_rate(1, 0.01, 4.0), rel=1e-6)
     steps = [s for s, _ in read_scalars(tmp_path / "logs" / "d")["train/loss"]]
     assert sorted(steps) == [1, 2, 3, 4, 5, 6]
+    # The run's lineage entry spans both processes: 3 epochs, 6 steps x 32 samples, minutes summed.
+    (entry,) = state["lineage"]
+    assert (entry["run"], entry["kind"], entry["epochs"], entry["samples"]) == ("d", "dae", 3, 192)
+    assert entry["minutes"] > 0 and "finetune" not in entry and entry["config"]["batch_size"] == 32
+
+    # --finetune carries the lineage on: a parent written before the key existed gives one entry
+    # built from its state; a parent with a lineage passes all of it, oldest run first.
+    best = store.slot_dir("best") / "state.json"
+    old = json.loads(best.read_text())
+    old.pop("lineage")
+    best.write_text(json.dumps(old))
+    for name, parent in (("e", "d"), ("f", "e")):
+        assert main(["dae", "-1", "--data", str(cloth3d_root), "--tmp", str(tmp_path), "--name", name, "--epochs", "1",
+                     "--steps", "2", "--batch-size", "32", "--finetune", parent]) == 0
+    lineage = CheckpointStore(tmp_path, "f").read_state("latest")["lineage"]
+    assert [(e["run"], e["epochs"], e["samples"], e.get("finetune")) for e in lineage] == [
+        ("d", old["epochs_done"], old["global_step"] * 32, None), ("e", 1, 64, ["d"]), ("f", 1, 64, ["e"])]
+    assert "minutes" not in lineage[0] and lineage[0]["config"] == old["config"]
 
 
 # ------------------------------------------------------------------ end to end
@@ -298,6 +316,10 @@ def test_quick_chain_then_test_py_on_generated_data(tmp_path, capsys):
     for name in ("shn", "dae", "shape", "pose", "smplr"):
         store = CheckpointStore(tmp, name)
         assert store.has("best") and store.has("latest"), name
+    # The shape+pose fine-tune records the two runs it continues (training.lineage).
+    lineage = CheckpointStore(tmp, "smplr").read_state("latest")["lineage"]
+    assert [(e["run"], e["kind"], e.get("finetune")) for e in lineage] == [
+        ("shape", "shape", None), ("pose", "pose", None), ("smplr", "shapepose", ["shape", "pose"])]
     shn_logs = read_scalars(tmp / "logs" / "shn")
     for tag in ["train/loss", "train/learning_rate", "val/error_joints_mm", "val/error_landmarks_mm",
                 "val/error_all_mm"] + [f"train/loss_stack_{s}" for s in range(1, 6)]:

@@ -31,6 +31,7 @@ import numpy as np
 from training import TrainingError
 from training.checkpoints import CheckpointStore
 from training.distribute import throughput_text
+from training.lineage import parent_lineage, resumed_lineage, resumed_minutes, with_this_run
 from training.steps import to_host
 
 if TYPE_CHECKING:
@@ -215,12 +216,14 @@ def _run(stage, resume_state):
         best = math.inf if best is None else float(best)
         best_epoch = resume_state.get("best_epoch")
         history = list(resume_state.get("history", []))
+        before, minutes = resumed_lineage(resume_state), resumed_minutes(resume_state)
         print(f"resuming {config.run.name!r} after epoch {start} of {config.schedule.epochs} "
               f"(best score {best:.4g} at epoch {best_epoch}); next learning rate "
               f"{config.schedule.learning_rate(start):.6g}")
     else:
         stage.finetune()
         start, best, best_epoch, history = 0, math.inf, None, []
+        before, minutes = parent_lineage(config.run.tmp, config.run.finetune), 0.0
     if start >= config.schedule.epochs:
         print(f"{config.run.name!r} has already trained {start} epochs (--epochs {config.schedule.epochs}): "
               "nothing to do")
@@ -292,6 +295,8 @@ def _run(stage, resume_state):
                  "global_step": step, "best": _json_float(best), "best_epoch": best_epoch,
                  "lr_last": lr, "lr_next": config.schedule.learning_rate(epoch + 1),
                  "config": config.to_json(), "history": history, "random_state": stage.random_state()}
+        minutes += (time.time() - started) / 60.0
+        state["lineage"] = with_this_run(before, config.run.name, state, minutes, config.run.finetune)
         if improved:
             store.save("best", objects, state)
         store.save("latest", with_optimizer, state)
