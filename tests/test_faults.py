@@ -307,6 +307,19 @@ def test_test_py_results_are_atomic(tmp_path, cloth3d_root, capsys, monkeypatch)
     assert {"summary.json", "group_errors.png", "batch_00000.npz", "batch_00001.npz"} <= set(done)
     assert sorted(os.listdir(results)) == ["done"]
 
+    # A second run into the same folder is refused before any model loads.
+    import training.evaluate
+
+    def no_model_may_load(*args, **kwargs):
+        raise AssertionError("models loaded before the results folder was checked")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(training.evaluate, "load_stages", no_model_may_load)
+        capsys.readouterr()
+        assert main(args + ["--data", str(cloth3d_root), "--out", "done"]) == 2
+    assert "already holds earlier results" in capsys.readouterr().err
+    assert _digest(results / "done") == done
+
     # SIGKILL right after the first batch file is written: no results folder, a rerun is not refused.
     kill_after_first_batch = (
         "import os, signal, sys\n"

@@ -76,6 +76,28 @@ def checkpoint_location(tmp: PathLike, name: str, stage: str) -> tuple[Path, str
 
 
 # ------------------------------------------------------------------ loading
+def load_shn(tmp: PathLike, name: str, purpose: str = "score") -> tuple[Any, dict]:
+    """(SHN with the weights of checkpoint ``name``, its state dict); ``pretrained`` loads the shipped one.
+
+    The SHN's size and grid axes come from the checkpoint's settings
+    (checkpoints from before ``--grid-axes``: world).
+    """
+    from models import SHN
+    from training.checkpoints import CheckpointStore, load_named
+
+    root, name = checkpoint_location(tmp, name, "shn")
+    store = CheckpointStore(root, name)
+    state = store.read_state("best") or store.read_state("latest")
+    if state is None:
+        raise TrainingError(f"checkpoint {name!r} not found in {Path(root) / 'checkpoints'}")
+    config = state.get("config", {})
+    shn = SHN(num_stacks=int(config.get("num_stacks", 5)), num_features=int(config.get("num_features", 256)),
+              grid_axes=config.get("grid_axes", "world"))
+    shn.build((1, 256, 256, 3))  # the variables, without a full-size pass
+    load_named(root, name, {"shn": shn}, kinds=("shn",), purpose=purpose)
+    return shn, state
+
+
 def load_stages(tmp: PathLike, shn_name: str, dae_name: str, smplr_name: str,
                 smpl_dir: Optional[PathLike] = None, flip_test: bool = False) -> tuple[Any, Any, dict]:
     """Build the three stages and load their best checkpoints by name.
@@ -151,15 +173,24 @@ def prepare_results_dir(path: PathLike, overwrite: bool) -> Path:
         else:
             os.rename(replaced, path)
     if path.exists() and any(path.iterdir()):
-        if not overwrite:
-            raise TrainingError(f"results folder {path} already holds earlier results; use --overwrite "
-                                "to replace them or --out NAME for a new folder")
+        refuse_earlier_results(path, overwrite)
         print(f"--overwrite: the earlier results in {path} are replaced once the new ones are complete")
     with _writing(partial):
         if partial.exists():
             shutil.rmtree(partial)  # a killed or failed run's incomplete results
         partial.mkdir(parents=True)
     return partial
+
+
+def refuse_earlier_results(path: PathLike, overwrite: bool) -> None:
+    """TrainingError when the results folder ``path`` (or what a killed run set aside of it) holds
+    earlier results and ``overwrite`` is off; checked before any model loads, and again by
+    :func:`prepare_results_dir`."""
+    path = Path(path)
+    earlier = (path.exists() and any(path.iterdir())) or _results_aside(path)[1].exists()
+    if earlier and not overwrite:
+        raise TrainingError(f"results folder {path} already holds earlier results; use --overwrite "
+                            "to replace them or --out NAME for a new folder")
 
 
 def finish_results_dir(partial: PathLike, path: PathLike) -> Path:
@@ -293,6 +324,7 @@ def evaluate(tmp: PathLike, shn_name: str, dae_name: str, smplr_name: str, data:
         raise TrainingError(f"data list not found: {list_file} (give --data DIR and --list FILE)")
     results_dir = Path(tmp) / "results" / (out or smplr_name)
     check_writable(results_dir.parent, "results folder")  # before anything loads
+    refuse_earlier_results(results_dir, overwrite)
     pipeline, smpl_layer, states = load_stages(tmp, shn_name, dae_name, smplr_name, smpl_dir, flip_test)
     if backend() == "tensorflow":
         dataset = DataReader.shn_dataset(data, list_file, batch_size, training=False)
