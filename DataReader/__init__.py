@@ -11,17 +11,17 @@ Public API:
     SMPLRArrays.from_list(frames_root, list_file), .concatenate(...)
     shn_dataset(frames_root, list_file, batch_size, training, augmentation=1, seed=None,
                 voc_dir=None, occluder_dir=None, flip=False)
-    smplr_dataset(arrays, batch_size, training, noise=None, seed=None)
+    smplr_dataset(arrays, batch_size, training, noise=None, seed=None, error_bank=None)
     shn_batches(frames_root, list_file, batch_size, training, ..., workers=None) -> SHNBatchLoader
-    smplr_batches(arrays, batch_size, training, noise=None, seed=None) -> SMPLRBatchLoader
-    NOISE_SIGMA (123,), add_point_noise(points, uniform_draw)
+    smplr_batches(arrays, batch_size, training, noise=None, seed=None, error_bank=None) -> SMPLRBatchLoader
+    NOISE_SIGMA (123,), add_point_noise(points, uniform_draw), load_error_bank(path) -> (N, 41, 3)
     CLOTH3DError, EmptyMaskError
 """
-from .augment import NOISE_SIGMA, FrameAugmenter, add_point_noise
+from .augment import NOISE_SIGMA, FrameAugmenter, add_point_noise, load_error_bank
 from .cloth3d import CLOTH3DError, CLOTH3DReader, EmptyMaskError, SMPLRArrays, read_list
 
 __all__ = ["CLOTH3DError", "CLOTH3DReader", "EmptyMaskError", "FrameAugmenter", "NOISE_SIGMA",
-           "SHNBatchLoader", "SMPLRArrays", "SMPLRBatchLoader", "add_point_noise", "read_list",
+           "SHNBatchLoader", "SMPLRArrays", "SMPLRBatchLoader", "add_point_noise", "load_error_bank", "read_list",
            "shn_batches", "shn_dataset", "smplr_batches", "smplr_dataset"]
 
 _LAZY = {"shn_dataset": "pipelines", "smplr_dataset": "pipelines",  # these import TensorFlow

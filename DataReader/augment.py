@@ -77,6 +77,31 @@ def add_point_noise(points: np.ndarray, uniform_draw: np.ndarray) -> np.ndarray:
     return points + uniform_draw * (2.0 * NOISE_SIGMA.reshape(41, 3))
 
 
+def load_error_bank(path) -> np.ndarray:
+    """The ``errors`` (N, 41, 3) float32, metres, of an SHN error bank .npz
+    (``tools/shn_error_bank.py``): input noise for the SMPLR stages in place
+    of the SPEC noise, one row added to each sample's points
+    (``smplr_dataset`` / ``smplr_batches`` with ``error_bank``).
+
+    Raises ValueError (one line, naming the file) for a missing or unreadable
+    file, or ``errors`` that are absent, of the wrong shape or not finite.
+    """
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as bank:
+            errors = np.asarray(bank["errors"], np.float32) if "errors" in bank.files else None
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path}: cannot read the error bank ({exc})") from None
+    if errors is None:
+        raise ValueError(f"{path}: no 'errors' array (an SHN error bank from tools/shn_error_bank.py)")
+    if errors.ndim != 3 or errors.shape[1:] != (41, 3) or len(errors) == 0:
+        raise ValueError(f"{path}: 'errors' must have shape (N >= 1, 41, 3), got {errors.shape}")
+    if not np.isfinite(errors).all():
+        raise ValueError(f"{path}: 'errors' holds values that are not finite")
+    return errors
+
+
 # ----------------------------------------------------------------------------
 # Geometry: rotation and flip (image, mask, points, points2d, R[0] together)
 # ----------------------------------------------------------------------------

@@ -667,13 +667,14 @@ class SMPLRBatchLoader:
     `epochs` epochs); every iteration is a new epoch. `len(loader)`: samples.
     """
 
-    def __init__(self, arrays, batch_size, shuffle, drop_remainder, noise, seed, bone_template):
+    def __init__(self, arrays, batch_size, shuffle, drop_remainder, noise, seed, bone_template, error_bank=None):
         self.points = arrays.points.astype(np.float32)
         self.rotations = arrays.rotations.astype(np.float32)
         self.shape = arrays.shape.astype(np.float32)
         self.batch_size, self.shuffle, self.drop_remainder, self.noise = int(batch_size), shuffle, drop_remainder, noise
         self.seed = _base_seed(seed)
         self.bone_template = None if bone_template is None else np.asarray(bone_template, np.float32)
+        self.error_bank = None if error_bank is None else np.asarray(error_bank, np.float32)
         self._epochs = _EpochCounter()
 
     def __len__(self):
@@ -694,7 +695,10 @@ class SMPLRBatchLoader:
                 return
             batch = {"points": self.points[indices], "rotations": self.rotations[indices],
                      "shape": self.shape[indices]}
-            if self.noise:
+            if self.noise and self.error_bank is not None:
+                rows = np.random.default_rng([self.seed, epoch, number]).integers(0, len(self.error_bank), len(indices))
+                batch["noisy_points"] = batch["points"] + self.error_bank[rows]
+            elif self.noise:
                 draw = np.random.default_rng([self.seed, epoch, number]).uniform(-0.5, 0.5, batch["points"].shape)
                 batch["noisy_points"] = add_point_noise(batch["points"], draw.astype(np.float32))
             else:
@@ -707,7 +711,7 @@ class SMPLRBatchLoader:
 
 
 def smplr_batches(arrays, batch_size, training, noise=None, seed=None, shuffle=None,
-                  drop_remainder=None, bone_template=None):
+                  drop_remainder=None, bone_template=None, error_bank=None):
     """The SMPLR stages' batches without TensorFlow: the NumPy twin of `smplr_dataset`.
 
     Args (as `DataReader.smplr_dataset`):
@@ -720,10 +724,13 @@ def smplr_batches(arrays, batch_size, training, noise=None, seed=None, shuffle=N
         bone_template: optional (42,) bone lengths; batches then also hold
             `bones` (B, 41) and `normals` (B, 123) of the noisy points
             (`smpl.kinematics.bone_features` / `normal_features`).
+        error_bank: optional (N, 41, 3) SHN errors, metres (`load_error_bank`):
+            the noise is then one row of it per sample, drawn uniformly, in
+            place of the SPEC noise (not the same rows as `smplr_dataset`'s).
 
     Returns an `SMPLRBatchLoader` of dicts of float32 NumPy arrays: points
     (B, 41, 3) clean, noisy_points (B, 41, 3), rotations (B, 24, 3, 3), shape (B, 11).
     """
     noise, shuffle, drop_remainder = smplr_options(arrays, batch_size, training, noise, shuffle, drop_remainder,
                                                    "smplr_batches")
-    return SMPLRBatchLoader(arrays, batch_size, shuffle, drop_remainder, noise, seed, bone_template)
+    return SMPLRBatchLoader(arrays, batch_size, shuffle, drop_remainder, noise, seed, bone_template, error_bank)

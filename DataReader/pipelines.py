@@ -195,7 +195,8 @@ def shn_dataset(frames_root: PathLike, list_file: PathLike, batch_size: int,
 
 def smplr_dataset(arrays: SMPLRArrays, batch_size: int, training: bool, noise: Optional[bool] = None,
                   seed: Optional[int] = None, shuffle: Optional[bool] = None, drop_remainder: Optional[bool] = None,
-                  bone_template: Optional[np.ndarray] = None) -> tf.data.Dataset:
+                  bone_template: Optional[np.ndarray] = None,
+                  error_bank: Optional[np.ndarray] = None) -> tf.data.Dataset:
     """The SMPLR stages' pipeline over in-memory `SMPLRArrays`.
 
     Args:
@@ -208,6 +209,9 @@ def smplr_dataset(arrays: SMPLRArrays, batch_size: int, training: bool, noise: O
         bone_template: optional (42,) bone lengths; when given, batches also hold
             `bones` (B, 41) and `normals` (B, 123) of the noisy points
             (`smpl.kinematics.bone_features` / `normal_features`).
+        error_bank: optional (N, 41, 3) SHN errors, metres (`load_error_bank`):
+            the noise is then one row of it per sample, drawn uniformly, in
+            place of the SPEC noise.
 
     Returns a finite dataset of dicts: points (B, 41, 3) clean, noisy_points
     (B, 41, 3), rotations (B, 24, 3, 3), shape (B, 11). Arrays are embedded in
@@ -222,10 +226,17 @@ def smplr_dataset(arrays: SMPLRArrays, batch_size: int, training: bool, noise: O
         dataset = dataset.shuffle(len(arrays), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
 
+    bank = None if error_bank is None else tf.constant(np.asarray(error_bank, np.float32))
+
     def add_noise(batch, seed_pair):
         batch = dict(batch)
-        draw = tf.random.stateless_uniform(tf.shape(batch["points"]), seed_pair, -0.5, 0.5)
-        batch["noisy_points"] = add_point_noise(batch["points"], draw)
+        if bank is None:
+            draw = tf.random.stateless_uniform(tf.shape(batch["points"]), seed_pair, -0.5, 0.5)
+            batch["noisy_points"] = add_point_noise(batch["points"], draw)
+        else:
+            rows = tf.random.stateless_uniform(tf.shape(batch["points"])[:1], seed_pair, 0, tf.shape(bank)[0],
+                                               dtype=tf.int32)
+            batch["noisy_points"] = batch["points"] + tf.gather(bank, rows)
         return batch
 
     def without_noise(batch):

@@ -26,7 +26,7 @@ FLAGS = ("--data", "--train-list", "--val-list", "--augmentation", "--flip", "--
          "--seed", "--finetune", "--resume", "--overwrite", "--tmp", "--quick", "--mixed-precision",
          "--dae-dropout", "--verbose", "--num-stacks", "--num-features", "--recipe", "--heatmap-peak",
          "--coord-loss-weight", "--grid-axes", "--stream", "--stream-pool", "--workers", "--train-check-batches",
-         "--bn-recalibrate", "--log-every", "--log-images")
+         "--bn-recalibrate", "--log-every", "--log-images", "--error-bank")
 
 
 @pytest.fixture

@@ -529,6 +529,24 @@ def test_smplr_arrays_and_dataset(cloth3d_root, reader):
         DataReader.smplr_dataset(val, 256, training=True)
 
 
+def test_smplr_dataset_error_bank_noise(cloth3d_root):
+    # Row k of the bank is k + 1 mm along every axis, so each sample's noise names the row it drew.
+    val = DataReader.SMPLRArrays.from_list(cloth3d_root, cloth3d_root / "val.txt")
+    bank = np.arange(1, 6, dtype=np.float32)[:, None, None] * 1e-3 * np.ones((1, 41, 3), np.float32)
+
+    def noise_of(seed):
+        batches = list(DataReader.smplr_dataset(val.concatenate(val, val), 32, training=True, seed=seed,
+                                                error_bank=bank))
+        return np.concatenate([(b["noisy_points"] - b["points"]).numpy() for b in batches])
+
+    noise = noise_of(5)
+    rows = np.rint(noise[:, 0, 0] * 1e3).astype(int) - 1
+    np.testing.assert_allclose(noise, bank[rows], atol=1e-6)
+    assert set(rows.tolist()) == set(range(5))  # 192 draws: every row
+    np.testing.assert_array_equal(noise, noise_of(5))
+    assert not np.array_equal(noise, noise_of(6))
+
+
 def test_smplr_dataset_bone_and_normal_features(cloth3d_root):
     from smpl import kinematics
     val = DataReader.SMPLRArrays.from_list(cloth3d_root, cloth3d_root / "val.txt")

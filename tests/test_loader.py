@@ -252,6 +252,42 @@ def test_smplr_batches_noise_statistics_and_epochs():
         batch_loader.smplr_batches(arrays, 6000, training=True)
 
 
+def _error_bank(rows=7):
+    """(rows, 41, 3) errors whose row k is k + 1 mm along every axis: each noise draw names its row."""
+    return (np.arange(1, rows + 1, dtype=np.float32)[:, None, None] * 1e-3 * np.ones((1, 41, 3), np.float32))
+
+
+def test_smplr_batches_error_bank_noise_and_bank_file_errors(tmp_path):
+    arrays = _smplr_arrays(2000, np.random.default_rng(1))
+    bank = _error_bank()
+    batches = list(batch_loader.smplr_batches(arrays, 250, training=True, seed=3, error_bank=bank))
+    noise = np.concatenate([b["noisy_points"] - b["points"] for b in batches])
+    rows = np.rint(noise[:, 0, 0] * 1e3).astype(int) - 1
+    np.testing.assert_allclose(noise, bank[rows], atol=1e-6)  # exactly one bank row per sample
+    counts = np.bincount(rows, minlength=7)
+    assert len(counts) == 7 and counts.min() > 200  # every row drawn, about uniformly (2000 / 7 = 286)
+    again = list(batch_loader.smplr_batches(arrays, 250, training=True, seed=3, error_bank=bank))
+    _assert_same_batches(batches[:1], again[:1])
+    clean = next(iter(batch_loader.smplr_batches(arrays, 250, training=False, noise=False, error_bank=bank)))
+    np.testing.assert_array_equal(clean["noisy_points"], clean["points"])
+
+    # The bank file: what tools/shn_error_bank.py writes loads; anything else is one line naming the file.
+    good = tmp_path / "bank.npz"
+    np.savez(good, errors=bank, points=np.zeros_like(bank))
+    np.testing.assert_array_equal(DataReader.load_error_bank(good), bank)
+    cases = {"no_errors.npz": dict(points=bank), "flat.npz": dict(errors=bank.reshape(7, 123)),
+             "nan.npz": dict(errors=np.where(bank > 6e-3, np.nan, bank))}
+    for name, content in cases.items():
+        np.savez(tmp_path / name, **content)
+    (tmp_path / "cut.npz").write_bytes(good.read_bytes()[:100])
+    for name, message in (("no_errors.npz", "no 'errors' array"),
+                          ("flat.npz", r"'errors' must have shape \(N >= 1, 41, 3\), got \(7, 123\)"),
+                          ("nan.npz", "'errors' holds values that are not finite"),
+                          ("cut.npz", "cannot read the error bank"), ("missing.npz", "cannot read the error bank")):
+        with pytest.raises(ValueError, match=f"{name}: {message}"):
+            DataReader.load_error_bank(tmp_path / name)
+
+
 def test_smplr_batches_bone_and_normal_features(frames):
     from smpl import kinematics
 

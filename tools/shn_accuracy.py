@@ -58,25 +58,13 @@ def main(argv=None):
     from keras import ops
 
     import DataReader
-    from models import SHN
     from models.flip import shn_points
-    from training import TrainingError
-    from training.checkpoints import CheckpointStore, load_named
-    from training.evaluate import checkpoint_location
+    from training.evaluate import load_shn
     from models.heatmaps import to_grid_axes
     from training.metrics import group_errors, point_errors_mm, summarize_point_errors
     from training.steps import make_steps
 
-    root, name = checkpoint_location(args.tmp, args.checkpoint, "shn")
-    store = CheckpointStore(root, name)
-    state = store.read_state("best") or store.read_state("latest")
-    if state is None:
-        raise TrainingError(f"checkpoint {args.checkpoint!r} not found in {Path(root) / 'checkpoints'}")
-    config = state.get("config", {})
-    shn = SHN(num_stacks=int(config.get("num_stacks", 5)), num_features=int(config.get("num_features", 256)),
-              grid_axes=config.get("grid_axes", "world"))  # checkpoints from before --grid-axes: world
-    shn(np.zeros((1, 256, 256, 3), np.float32))
-    load_named(root, name, {"shn": shn}, kinds=("shn",), purpose="score")
+    shn, _ = load_shn(args.tmp, args.checkpoint)
     steps = make_steps([shn], None, lambda batch, training: {"points": shn_points(
         shn, batch["image"], batch["root_camera"], args.flip_test, training=training)})
     data = Path(args.data)

@@ -152,6 +152,11 @@ class DataConfig:
         "auto", "--synthetic-bodies", metavar="SOURCE", choices=tuple(SYNTHETIC_BODY_SOURCES),
         help="where --synthetic bodies come from: " + "; ".join(
             f"{k}: {v}" for k, v in SYNTHETIC_BODY_SOURCES.items()) + " (default: {default})")
+    error_bank: Optional[Path] = setting(
+        None, "--error-bank", metavar="FILE",
+        help="SMPLR stages: an SHN error bank .npz (tools/shn_error_bank.py); the input noise is then the error "
+             "of a random SHN prediction (one row of the bank per sample) instead of the SPEC noise, in training "
+             "and validation")
     seed: int = setting(0, "--seed", metavar="N", type=int,
                         help="seed of Python, NumPy, TensorFlow and the input pipeline (default: {default})")
     stream: bool = setting(False, "--stream", action="store_true",
@@ -192,6 +197,10 @@ class DataConfig:
                                 f"the {kind} stage, got {self.augmentation}")
         if self.synthetic < 0:
             raise TrainingError(f"--synthetic must be >= 0, got {self.synthetic}")
+        if kind == "shn" and self.error_bank is not None:
+            raise TrainingError("--error-bank applies to the SMPLR stages (dae, shape, pose, shapepose), not the shn")
+        if self.error_bank is not None and self.augmentation == 0:
+            raise TrainingError("--error-bank is input noise: it cannot go with --augmentation 0 (no noise)")
         if self.synthetic_bodies not in SYNTHETIC_BODY_SOURCES:
             raise TrainingError(f"--synthetic-bodies must be one of {', '.join(SYNTHETIC_BODY_SOURCES)}, "
                                 f"got {self.synthetic_bodies!r}")
@@ -511,6 +520,10 @@ def resolve_paths(config: StageConfig) -> StageConfig:
         data.voc = Path(data.voc).expanduser().resolve()
         if not data.voc.is_dir():
             raise TrainingError(f"--voc folder not found: {data.voc}")
+    if data.error_bank is not None:
+        data.error_bank = Path(data.error_bank).expanduser().resolve()
+        if not data.error_bank.is_file():
+            raise TrainingError(f"--error-bank file not found: {data.error_bank}")
     if model.smpl_dir is not None:
         model.smpl_dir = Path(model.smpl_dir).expanduser().resolve()
         if not model.smpl_dir.is_dir():

@@ -119,6 +119,12 @@ class SMPLRStage(Stage):
         self.optimizer.build(self.variables)
 
         self.noise = noise = data.augmentation == 1
+        self.error_bank = None
+        if data.error_bank is not None:
+            try:
+                self.error_bank = DataReader.load_error_bank(data.error_bank)
+            except ValueError as exc:
+                raise TrainingError(str(exc)) from None
         self.batch_arrays = self.train_arrays
         if self.num_train < schedule.batch_size:
             # A list smaller than one batch: repeat it so that batches are full
@@ -128,7 +134,8 @@ class SMPLRStage(Stage):
         # tf.data on TensorFlow, the NumPy twin elsewhere (same arrays, same noise model).
         self.make_batches = DataReader.smplr_dataset if backend() == "tensorflow" else DataReader.smplr_batches
         # One fixed draw of validation noise, kept in memory: every epoch sees the same inputs.
-        val = self.make_batches(self.val_arrays, schedule.batch_size, training=False, noise=noise, seed=data.seed + 1)
+        val = self.make_batches(self.val_arrays, schedule.batch_size, training=False, noise=noise, seed=data.seed + 1,
+                                error_bank=self.error_bank)
         self.val_batches = []
         for batch in val:
             if schedule.val_steps is not None and len(self.val_batches) >= schedule.val_steps:
@@ -137,10 +144,12 @@ class SMPLRStage(Stage):
         if not self.val_batches:
             raise TrainingError(f"{data.val_path}: no validation samples")
         params = sum(int(np.prod(v.shape)) for v in self.variables)
+        noise_text = "off" if not noise else (
+            "SPEC" if self.error_bank is None else f"SHN error bank ({len(self.error_bank)} rows)")
         source = f", {self.body_source} bodies" if self.body_source else ""
         print(f"{self.kind}: {params / 1e6:.2f} M trainable parameters, {self.num_train} training "
               f"({data.synthetic} synthetic{source}) / {len(self.val_arrays)} validation samples, "
-              f"batch {schedule.batch_size}, input noise {'on' if noise else 'off'}")
+              f"batch {schedule.batch_size}, input noise {noise_text}")
         self.steps_impl = make_steps(self.trained, self.optimizer, self._train_forward, self._val_forward)
 
     # ------------------------------------------------------------------ parts
@@ -189,7 +198,8 @@ class SMPLRStage(Stage):
         (reshuffled, fresh noise on every further pass), so that an epoch draws the same batches
         whether the run went through or was resumed before it."""
         data = self.make_batches(self.batch_arrays, self.config.schedule.batch_size, training=True,
-                                 noise=self.noise, seed=epoch_seed(self.config.data.seed, epoch))
+                                 noise=self.noise, seed=epoch_seed(self.config.data.seed, epoch),
+                                 error_bank=self.error_bank)
         return iter(data.repeat() if backend() == "tensorflow" else data.batches())
 
     # ------------------------------------------------------------------ steps
