@@ -15,15 +15,22 @@ def _tool():
 
 
 def test_error_bank_holds_the_shn_errors_of_the_streams_frames_and_keeps_an_existing_file(tmp_path, capsys):
+    import keras
+
     from DataReader.stream import SyntheticStream
+    from models import SHN
     from models.flip import shn_points
-    from test_faults import _tiny_checkpoints
+    from training.checkpoints import CheckpointStore
     from training.cli import run_reporting_user_errors
     from training.evaluate import load_shn
 
     tool = _tool()
     tmp = tmp_path / "tmp"
-    _tiny_checkpoints(tmp)
+    keras.utils.set_random_seed(0)
+    tiny = SHN(num_stacks=1, num_features=16)  # untrained: its errors are large
+    tiny.build((1, 256, 256, 3))
+    CheckpointStore(tmp, "shn").save("best", {"shn": tiny}, {"kind": "shn", "epochs_done": 1, "best_epoch": 1,
+                                                            "config": {"num_stacks": 1, "num_features": 16}})
     out = tmp_path / "bank.npz"
     args = ["-1", "shn", "--tmp", str(tmp), "--out", str(out), "--frames", "6", "--batch-size", "4",
             "--workers", "0", "--seed", "5"]
