@@ -80,21 +80,31 @@ def load_shn(tmp: PathLike, name: str, purpose: str = "score") -> tuple[Any, dic
     """(SHN with the weights of checkpoint ``name``, its state dict); ``pretrained`` loads the shipped one.
 
     The SHN's size and grid axes come from the checkpoint's settings
-    (checkpoints from before ``--grid-axes``: world).
+    (checkpoints from before ``--grid-axes``: world); settings that cannot
+    build an SHN are one TrainingError line naming the state file.
     """
     from models import SHN
+    from models.heatmaps import GRID_AXES
     from training.checkpoints import CheckpointStore, load_named
 
     root, name = checkpoint_location(tmp, name, "shn")
     store = CheckpointStore(root, name)
-    state = store.read_state("best") or store.read_state("latest")
-    if state is None:
+    slot = "best" if store.has("best") else ("latest" if store.has("latest") else None)
+    if slot is None:
         raise TrainingError(f"checkpoint {name!r} not found in {Path(root) / 'checkpoints'}")
-    config = state.get("config", {})
-    shn = SHN(num_stacks=int(config.get("num_stacks", 5)), num_features=int(config.get("num_features", 256)),
-              grid_axes=config.get("grid_axes", "world"))
-    shn.build((1, 256, 256, 3))  # the variables, without a full-size pass
-    load_named(root, name, {"shn": shn}, kinds=("shn",), purpose=purpose)
+    config = store.read_state(slot).get("config", {})
+    state_path = store.dir / slot / "state.json"
+    grid_axes = config.get("grid_axes", "world")
+    if grid_axes not in GRID_AXES:
+        raise TrainingError(f"{state_path}: unknown grid_axes {grid_axes!r} (expected one of "
+                            f"{', '.join(GRID_AXES)})")
+    sizes = {key: config.get(key, default) for key, default in (("num_stacks", 5), ("num_features", 256))}
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sizes.values()):
+        raise TrainingError(f"corrupt checkpoint state {state_path}: num_stacks and num_features must be "
+                            f"integers >= 1, got {sizes['num_stacks']!r} and {sizes['num_features']!r}")
+    shn = SHN(num_stacks=sizes["num_stacks"], num_features=sizes["num_features"], grid_axes=grid_axes)
+    shn.build((1, 256, 256, 3))  # the variables, as a call would create them, without a full-size pass
+    state = load_named(root, name, {"shn": shn}, kinds=("shn",), purpose=purpose)
     return shn, state
 
 
@@ -106,8 +116,7 @@ def load_stages(tmp: PathLike, shn_name: str, dae_name: str, smplr_name: str,
     `flip_test`: the pipeline averages the SHN's points over the crop and its
     mirror image (``Pipeline(flip_test=True)``; its call then takes root_camera).
     """
-    from models import DAE, SHN, SMPLR, Pipeline
-    from models.heatmaps import GRID_AXES
+    from models import DAE, SMPLR, Pipeline
     from training.checkpoints import CheckpointStore, available_checkpoints, load_named
     from training.smplr_loop import load_body_model
 
@@ -123,20 +132,7 @@ def load_stages(tmp: PathLike, shn_name: str, dae_name: str, smplr_name: str,
             found = available_checkpoints(tmp)
             raise TrainingError(f"checkpoint {name!r} not found in {Path(tmp) / 'checkpoints'} "
                                 f"(checkpoints found: {', '.join(found) if found else 'none'})")
-    shn_store = CheckpointStore(*where["shn"])
-    shn_slot = "best" if shn_store.has("best") else "latest"
-    shn_config = shn_store.read_state(shn_slot).get("config", {})
-    state_path = shn_store.dir / shn_slot / "state.json"
-    grid_axes = shn_config.get("grid_axes", "world")  # checkpoints from before --grid-axes: world
-    if grid_axes not in GRID_AXES:
-        raise TrainingError(f"{state_path}: unknown grid_axes {grid_axes!r} (expected one of "
-                            f"{', '.join(GRID_AXES)})")
-    sizes = {key: shn_config.get(key, default) for key, default in (("num_stacks", 5), ("num_features", 256))}
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sizes.values()):
-        raise TrainingError(f"corrupt checkpoint state {state_path}: num_stacks and num_features must be "
-                            f"integers >= 1, got {sizes['num_stacks']!r} and {sizes['num_features']!r}")
-    shn = SHN(num_stacks=sizes["num_stacks"], num_features=sizes["num_features"], grid_axes=grid_axes)
-    shn.build((1, 256, 256, 3))  # the variables, as a call would create them, without a full-size pass
+    shn, shn_state = load_shn(tmp, shn_name, purpose="evaluate SHN")
     dae = DAE()
     dae(np.zeros((1, 123), np.float32))
     smpl_layer = load_body_model(smpl_dir)
@@ -144,7 +140,7 @@ def load_stages(tmp: PathLike, shn_name: str, dae_name: str, smplr_name: str,
     smplr.shape_net(np.zeros((1, 41), np.float32))
     smplr.pose_net(np.zeros((1, 123), np.float32))
     states = {
-        "shn": load_named(*where["shn"], {"shn": shn}, kinds=("shn",), purpose="evaluate SHN"),
+        "shn": shn_state,
         "dae": load_named(*where["dae"], {"dae": dae}, kinds=("dae",), purpose="evaluate DAE"),
         "smplr": load_named(*where["smplr"], {"shape_net": smplr.shape_net, "pose_net": smplr.pose_net},
                             kinds=("shapepose",), purpose="evaluate SMPLR"),
